@@ -1,0 +1,35 @@
+"""`fetch_page`: fetch one child page, store it, and queue its links while depth allows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.discover import discover
+from pipeline.outcome import Attempt, check_payload, finish, settle
+from pipeline.pages import fetch_and_store
+from pipeline.resources import Resources
+
+
+async def fetch_page(ctx: dict[str, Any], crawl_id: str, url: str, depth: int) -> None:
+    """Fetch `url`, save its metadata to MongoDB and its body to the blob store.
+
+    Links on the page are followed only while `depth < max_depth` (the default depth 1 stops
+    at the children of the list pages).
+    """
+    crawl_id, url, depth = check_payload(crawl_id, url, depth)
+
+    async def work(res: Resources, attempt: Attempt) -> None:
+        options = await res.crawl_options(crawl_id)
+        parsed = await fetch_and_store(res, crawl_id, url, depth, attempt.number)
+        if parsed is not None and depth < options.max_depth:
+            found = discover(url, parsed, options, depth=depth + 1, include_next=False)
+            await res.frontier.register(
+                crawl_id,
+                found.items,
+                options.max_pages,
+                skipped_invalid=found.skipped_invalid,
+                skipped_scope=found.skipped_scope,
+            )
+        await finish(res, crawl_id, "page", url, stored=True, fetched=True, attempt=attempt)
+
+    await settle(ctx, crawl_id, "page", url, work)

@@ -1,0 +1,150 @@
+"""The Python API: start crawls, read their status, wait for them, from any asyncio program.
+
+    async with Pipeline() as pipeline:
+        crawl_id = await pipeline.crawl("https://example.com/list", max_pages=500)
+        status = await pipeline.wait(crawl_id)
+        print(status.stored, status.failed)
+
+`Pipeline` talks to Redis and MongoDB only; workers (`arq pipeline.WorkerSettings`) do the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from redis.asyncio import Redis
+
+from pipeline.crawls import CrawlOptions, CrawlStatus, crawl_status, start_crawl
+from pipeline.frontier import Frontier
+from pipeline.resources import mongo_client
+from pipeline.settings import ConfigError, Settings, load_settings
+from pipeline.storage import Document, MongoStore
+
+
+class CrawlNotFound(LookupError):
+    """No crawl has that id."""
+
+
+class Pipeline:
+    """A connection to a pipeline deployment (its Redis and MongoDB), as an async context manager."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        if not self.settings.redis.url or not self.settings.mongo.url:
+            raise ConfigError(
+                "redis.url and mongo.url must be set to use the Python API "
+                "(PIPELINE_REDIS_URL, PIPELINE_MONGO_URL); the CLI starts embedded services when they are not"
+            )
+        self._redis: Redis | None = None
+        self._mongo: Any = None
+        self._store: MongoStore | None = None
+        self._frontier: Frontier | None = None
+
+    async def __aenter__(self) -> Pipeline:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        if self._redis is not None:
+            return
+        self._redis = Redis.from_url(
+            self.settings.redis.url, socket_connect_timeout=self.settings.redis.connect_timeout
+        )
+        self._mongo = mongo_client(self.settings)
+        self._store = MongoStore(self._mongo, self.settings.mongo.db, 1, 0)
+        self._frontier = Frontier(self._redis, self.settings.redis.queue)
+        await self._store.ensure_indexes()
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+        if self._mongo is not None:
+            await self._mongo.close()
+            self._mongo = None
+
+    def _parts(self) -> tuple[MongoStore, Frontier]:
+        if self._store is None or self._frontier is None:
+            raise RuntimeError("Pipeline is not connected: use `async with Pipeline() as pipeline:`")
+        return self._store, self._frontier
+
+    async def crawl(
+        self,
+        start_url: str,
+        *,
+        max_depth: int | None = None,
+        max_pages: int | None = None,
+        next_selector: str | None = None,
+        link_selector: str | None = None,
+        scope: str | None = None,
+    ) -> str:
+        """Queue a crawl of `start_url` (a list page) and return its id.
+
+        Raises `InvalidURL` for a URL that is not http(s) and `ValueError` for bad options, before
+        anything is queued.
+        """
+        store, frontier = self._parts()
+        options = CrawlOptions.build(
+            start_url,
+            self.settings.crawl,
+            max_depth=max_depth,
+            max_pages=max_pages,
+            next_selector=next_selector,
+            link_selector=link_selector,
+            scope=scope,
+        )
+        return await start_crawl(store, frontier, options)
+
+    async def status(self, crawl_id: str | None = None) -> CrawlStatus:
+        """A crawl's state and counters; the most recent crawl when no id is given."""
+        store, frontier = self._parts()
+        if crawl_id is None:
+            latest = await store.latest_crawl()
+            if latest is None:
+                raise CrawlNotFound("no crawl has been started yet")
+            crawl_id = str(latest["_id"])
+        status = await crawl_status(store, frontier, crawl_id)
+        if status is None:
+            raise CrawlNotFound(f"no crawl with id {crawl_id!r}")
+        return status
+
+    async def wait(
+        self,
+        crawl_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 0.5,
+        on_progress: Callable[[CrawlStatus], None] | None = None,
+    ) -> CrawlStatus:
+        """Wait until the crawl is done; raises `TimeoutError` after `timeout` seconds if given."""
+        async with asyncio.timeout(timeout):
+            while True:
+                status = await self.status(crawl_id)
+                if on_progress is not None:
+                    on_progress(status)
+                if status.done:
+                    return status
+                await asyncio.sleep(poll_interval)
+
+    async def pages(self, crawl_id: str, limit: int = 0) -> list[Document]:
+        """The page documents a crawl stored (without `_id`)."""
+        store, _ = self._parts()
+        return await store.pages.find({"crawl_id": crawl_id}, {"_id": 0}).limit(limit).to_list()
+
+    async def failures(self, crawl_id: str, limit: int = 0) -> list[Document]:
+        store, _ = self._parts()
+        return await store.failures.find({"crawl_id": crawl_id}, {"_id": 0}).limit(limit).to_list()
+
+
+async def enqueue_crawl(start_url: str, settings: Settings | None = None, **options: Any) -> str:
+    """One-shot: queue a crawl and return its id (opens and closes its own connections)."""
+    async with Pipeline(settings) as pipeline:
+        return await pipeline.crawl(start_url, **options)

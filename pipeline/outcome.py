@@ -1,0 +1,191 @@
+"""How a job attempt ends: settled (stored or failed for good) or retried later.
+
+arq retries only on `Retry`; any other exception, and its own job timeout, fail a job at once
+and silently. A crawl must never drop a URL that way, so every page job runs through `settle`:
+transient faults (network, 429/5xx, a database or S3 briefly away, a dead pool process) become
+`Retry` with exponential backoff and jitter, and the last attempt, or a permanent fault,
+records a failure document with the reason. Either way the URL is finished in the frontier
+exactly once, and the crawl completes when its last URL settles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from arq import Retry
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from pipeline.crawls import complete_crawl
+from pipeline.crunch import CpuPoolBroken, CpuTimeout
+from pipeline.fetch import FetchError
+from pipeline.frontier import Kind
+from pipeline.resources import Resources
+from pipeline.storage import utcnow
+
+log = logging.getLogger("pipeline.jobs")
+
+# arq refuses to start a job past its own max_tries without telling us; give it headroom so
+# our last attempt always runs and records the failure itself.
+ARQ_TRIES_HEADROOM = 3
+MAX_RETRY_AFTER_S = 3600.0
+
+
+class PermanentFailure(Exception):
+    """A URL that no retry will fix (404, not HTML where HTML is needed, blocked address...)."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class InvalidPayload(TypeError):
+    """A job's arguments do not fit its function: the job fails, the worker carries on."""
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    kinds: list[type[BaseException]] = [
+        PyMongoError,
+        RedisError,
+        OSError,
+        asyncio.TimeoutError,
+        CpuPoolBroken,
+        CpuTimeout,
+    ]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        kinds += [BotoCoreError, ClientError]
+    except ImportError:  # S3 support is optional when bodies go to files
+        pass
+    return tuple(kinds)
+
+
+TRANSIENT = _transient_types()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    max_tries: int
+
+    @property
+    def last(self) -> bool:
+        return self.number >= self.max_tries
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter; a server's `Retry-After` is a floor, not a suggestion."""
+    delay = min(cap, base * 2.0 ** max(0, attempt - 1))
+    delay = delay * random.uniform(0.5, 1.0)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
+    return delay
+
+
+def check_payload(crawl_id: Any, url: Any, depth: Any) -> tuple[str, str, int]:
+    if not isinstance(crawl_id, str) or not crawl_id:
+        raise InvalidPayload(f"crawl_id must be a non-empty string, got {crawl_id!r}")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise InvalidPayload(f"url must be an http(s) URL string, got {url!r:.200}")
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
+        raise InvalidPayload(f"depth must be a whole number >= 0, got {depth!r}")
+    return crawl_id, url, depth
+
+
+async def finish(
+    res: Resources, crawl_id: str, kind: Kind, url: str, *, stored: bool, fetched: bool, attempt: Attempt
+) -> None:
+    """Settle the URL in the frontier; the call that settles the crawl's last URL completes it."""
+    _, pending = await res.frontier.finish(
+        crawl_id, kind, url, stored=stored, fetched=fetched, retries=attempt.number - 1
+    )
+    if pending == 0 and await complete_crawl(res.store, res.frontier, crawl_id):
+        log.info("crawl %s done", crawl_id)
+
+
+async def _record_failure(
+    res: Resources, crawl_id: str, kind: Kind, url: str, reason: str, status: int | None, attempt: Attempt
+) -> None:
+    await res.store.record_failure(
+        {
+            "crawl_id": crawl_id,
+            "url": url,
+            "kind": kind,
+            "attempts": attempt.number,
+            "error": reason,
+            "status": status,
+            "failed_at": utcnow(),
+        }
+    )
+    await finish(res, crawl_id, kind, url, stored=False, fetched=status is not None, attempt=attempt)
+    log.info("failed %s after %d attempt(s): %s", url, attempt.number, reason)
+
+
+async def settle(
+    ctx: dict[str, Any],
+    crawl_id: str,
+    kind: Kind,
+    url: str,
+    work: Callable[[Resources, Attempt], Awaitable[None]],
+) -> None:
+    """Run `work`, turning every outcome into stored, failed-and-recorded, or `Retry`."""
+    res: Resources = ctx["pipeline"]
+    attempt = Attempt(int(ctx.get("job_try", 1)), res.settings.worker.max_tries)
+    try:
+        await _attempt(res, crawl_id, kind, url, attempt, work)
+    except TRANSIENT as exc:
+        # Even recording the outcome failed (database or Redis away): try the whole job again.
+        delay = backoff_delay(attempt.number, res.settings.fetch.retry_base_delay, res.settings.fetch.retry_max_delay)
+        log.warning(
+            "could not settle %s (attempt %d), retrying in %.1fs: %s: %s",
+            url,
+            attempt.number,
+            delay,
+            type(exc).__name__,
+            exc,
+        )
+        raise Retry(defer=delay) from None
+
+
+async def _attempt(
+    res: Resources,
+    crawl_id: str,
+    kind: Kind,
+    url: str,
+    attempt: Attempt,
+    work: Callable[[Resources, Attempt], Awaitable[None]],
+) -> None:
+    settings = res.settings
+    reason: str
+    status: int | None = None
+    retry_after: float | None = None
+    try:
+        # Our own deadline, shorter than arq's: arq's timeout fails the job without a trace.
+        async with asyncio.timeout(settings.worker.job_timeout):
+            await work(res, attempt)
+        return
+    except PermanentFailure as exc:
+        await _record_failure(res, crawl_id, kind, url, exc.reason, exc.status, attempt)
+        return
+    except FetchError as exc:
+        if not exc.retryable:
+            await _record_failure(res, crawl_id, kind, url, exc.reason, exc.status, attempt)
+            return
+        reason, status, retry_after = exc.reason, exc.status, exc.retry_after
+    except TimeoutError:
+        reason = f"job ran past {settings.worker.job_timeout:g}s"
+    except TRANSIENT as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+    if attempt.last:
+        await _record_failure(res, crawl_id, kind, url, reason, status, attempt)
+        return
+    delay = backoff_delay(attempt.number, settings.fetch.retry_base_delay, settings.fetch.retry_max_delay, retry_after)
+    log.info("retrying %s in %.1fs (attempt %d): %s", url, delay, attempt.number, reason)
+    raise Retry(defer=delay)

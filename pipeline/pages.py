@@ -1,0 +1,107 @@
+"""One page through the stages: download, parse, crunch, store.
+
+The jobs decide what to do with a page (walk it as a list, store it as a child); this module is
+the one place where a response becomes a stored document and a blob.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from pipeline.crawls import CrawlOptions
+from pipeline.crunch import fingerprint
+from pipeline.fetch import Response
+from pipeline.outcome import PermanentFailure
+from pipeline.parse import ParsedPage, decode_html, parse_html
+from pipeline.resources import Resources
+from pipeline.storage import Document, utcnow
+
+
+async def _fetch_ok(res: Resources, url: str) -> Response:
+    response = await res.fetcher.get(url)
+    if not 200 <= response.status < 300:
+        raise PermanentFailure(f"HTTP {response.status}", response.status)
+    return response
+
+
+def _parse(response: Response, options: CrawlOptions, *, with_next: bool) -> ParsedPage | None:
+    if not response.is_html:
+        return None
+    html = decode_html(response.body, response.charset)
+    return parse_html(
+        html, link_selector=options.link_selector, next_selector=options.next_selector if with_next else None
+    )
+
+
+async def fetch_html(res: Resources, url: str, options: CrawlOptions) -> tuple[Response, ParsedPage | None]:
+    """Fetch and parse a list page (nothing stored)."""
+    response = await _fetch_ok(res, url)
+    return response, _parse(response, options, with_next=True)
+
+
+async def fetch_and_store(res: Resources, crawl_id: str, url: str, depth: int, attempt: int) -> ParsedPage | None:
+    """Fetch a child page and store it; returns the parsed page (None if it was not HTML)."""
+    options = await res.crawl_options(crawl_id)
+    started = asyncio.get_running_loop().time()
+    response = await _fetch_ok(res, url)
+    parsed = _parse(response, options, with_next=False)
+    sha256 = hashlib.sha256(response.body).hexdigest()
+    put = res.blobs.put(sha256, response.body, response.content_type)
+    if parsed is not None and parsed.text:
+        # The blob upload and the CPU stage overlap: neither waits for the other.
+        blob_key, crunched = await asyncio.gather(put, res.cpu.run(fingerprint, parsed.text))
+    else:
+        blob_key, crunched = await put, {}
+    document = page_document(crawl_id, depth, attempt, response, sha256, blob_key, res.blobs.location, parsed, crunched)
+    document["timings"]["total_ms"] = round((asyncio.get_running_loop().time() - started) * 1000, 2)
+    await res.store.save_page(document)
+    return parsed
+
+
+def page_document(
+    crawl_id: str,
+    depth: int,
+    attempt: int,
+    response: Response,
+    sha256: str,
+    blob_key: str,
+    blob_store: str,
+    parsed: ParsedPage | None,
+    crunched: dict[str, Any],
+) -> Document:
+    """The `pages` document: one per URL, overwritten by the latest crawl that stored it."""
+    document: Document = {
+        "url": response.url,
+        "crawl_id": crawl_id,
+        "depth": depth,
+        "status": response.status,
+        "final_url": response.final_url,
+        "redirects": response.redirects,
+        "content_type": response.content_type,
+        "charset": response.charset,
+        "length": len(response.body),
+        "truncated": response.truncated,
+        "sha256": sha256,
+        "blob_key": blob_key,
+        "blob_store": blob_store,
+        "etag": response.headers.get("etag"),
+        "last_modified": response.headers.get("last-modified"),
+        "fetched_at": utcnow(),
+        "attempts": attempt,
+        "timings": {"fetch_ms": round(response.elapsed_ms, 2)},
+        "parsed": parsed is not None,
+    }
+    if parsed is not None:
+        document.update(
+            title=parsed.title,
+            description=parsed.description,
+            canonical=parsed.canonical,
+            language=parsed.language,
+            link_count=parsed.link_count,
+            word_count=parsed.word_count,
+            simhash=crunched.get("simhash"),
+            top_words=crunched.get("top_words", []),
+        )
+    return document

@@ -1,0 +1,127 @@
+"""Everything a worker shares between its jobs, opened once at startup and closed at shutdown.
+
+One HTTP session, one MongoDB client, one S3 client, one process pool, one set of limits per
+worker: never one per job. The whole bundle travels in arq's `ctx` under `ctx["pipeline"]`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from pipeline.blobs import BlobStore, FileBlobStore, S3BlobStore
+from pipeline.crawls import CrawlOptions
+from pipeline.crunch import CpuPool
+from pipeline.fetch import Fetcher, create_session
+from pipeline.frontier import Frontier
+from pipeline.limits import HostLimiter
+from pipeline.settings import Settings
+from pipeline.storage import Document, MongoStore
+
+_OPTIONS_CACHE_SIZE = 256
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    frontier: Frontier
+    store: MongoStore
+    blobs: BlobStore
+    fetcher: Fetcher
+    limiter: HostLimiter
+    cpu: CpuPool
+    _stack: AsyncExitStack
+    _options: OrderedDict[str, CrawlOptions] = field(default_factory=OrderedDict)
+
+    async def crawl_options(self, crawl_id: str) -> CrawlOptions:
+        """A crawl's options, cached: they never change while the crawl runs."""
+        cached = self._options.get(crawl_id)
+        if cached is not None:
+            self._options.move_to_end(crawl_id)
+            return cached
+        raw = await self.frontier.options(crawl_id)
+        if raw is None:
+            record = await self.store.get_crawl(crawl_id)
+            if record is None:
+                raise LookupError(f"unknown crawl {crawl_id!r}")
+            raw = record["options"]
+        options = CrawlOptions.from_dict(raw)
+        self._options[crawl_id] = options
+        if len(self._options) > _OPTIONS_CACHE_SIZE:
+            self._options.popitem(last=False)
+        return options
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+
+def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
+    return AsyncMongoClient(
+        settings.mongo.url,
+        serverSelectionTimeoutMS=int(settings.mongo.server_selection_timeout * 1000),
+        tz_aware=True,
+        connect=False,
+    )
+
+
+async def open_blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:
+    """S3 when a bucket is configured, else a folder under the data directory."""
+    if not settings.s3.bucket:
+        return FileBlobStore(settings.data_dir / "blobs", settings.s3.prefix)
+    import aioboto3
+    from aiobotocore.config import AioConfig
+
+    config = AioConfig(
+        max_pool_connections=settings.s3.max_pool_connections,
+        # Checksums on every put cost CPU for nothing on a content-addressed store.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    client: Any = await stack.enter_async_context(
+        aioboto3.Session().client(
+            "s3",
+            endpoint_url=settings.s3.endpoint_url or None,
+            region_name=settings.s3.region,
+            config=config,
+        )
+    )
+    store = S3BlobStore(client, settings.s3.bucket, settings.s3.prefix)
+    await store.ensure_bucket()
+    return store
+
+
+async def open_resources(settings: Settings, redis: Redis) -> Resources:
+    """Open every shared resource; if one fails, close those already open."""
+    async with AsyncExitStack() as stack:
+        client = mongo_client(settings)
+        stack.push_async_callback(client.close)
+        store = MongoStore(
+            client, settings.mongo.db, settings.storage.batch_size, settings.storage.batch_delay_ms / 1000
+        )
+        stack.push_async_callback(store.drain)
+        await store.ensure_indexes()
+        blobs = await open_blob_store(settings, stack)
+        session = create_session(settings.fetch)
+        stack.push_async_callback(session.close)
+        limiter = HostLimiter(settings.fetch.concurrency, settings.fetch.per_host)
+        cpu = CpuPool(settings.cpu_processes, settings.cpu_max_in_flight, settings.cpu.timeout)
+        stack.callback(cpu.close)
+        resources = Resources(
+            settings=settings,
+            frontier=Frontier(redis, settings.redis.queue),
+            store=store,
+            blobs=blobs,
+            fetcher=Fetcher(session, limiter, settings.fetch),
+            limiter=limiter,
+            cpu=cpu,
+            _stack=stack.pop_all(),
+        )
+    return resources

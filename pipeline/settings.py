@@ -1,0 +1,282 @@
+"""Settings: defaults, then `config.toml`, then `PIPELINE_<SECTION>_<KEY>` environment variables.
+
+Every setting is declared once, here, with its default, its bounds and its meaning; the
+shipped `config.toml` mirrors these declarations. Loading validates everything up front so a
+bad value stops the program at start, naming the key, instead of failing a job hours later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "PIPELINE_"
+CONFIG_ENV = "PIPELINE_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the program cannot run with."""
+
+
+def _setting(default: Any, *, min: float | None = None, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"min": min, "choices": choices})
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = _setting("")  # empty: embedded redis-server under storage.data_dir
+    queue: str = _setting("pipeline:queue")
+    connect_timeout: float = _setting(5.0, min=0.1)
+
+
+@dataclass(frozen=True)
+class MongoSettings:
+    url: str = _setting("")  # empty: embedded SecantusDB under storage.data_dir
+    db: str = _setting("pipeline")
+    server_selection_timeout: float = _setting(10.0, min=0.1)
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    bucket: str = _setting("")  # empty: bodies go to a file store under storage.data_dir
+    prefix: str = _setting("bodies/")
+    endpoint_url: str = _setting("")
+    region: str = _setting("us-east-1")
+    max_pool_connections: int = _setting(64, min=1)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    data_dir: str = _setting("./pipeline-data")
+    batch_size: int = _setting(100, min=1)
+    batch_delay_ms: float = _setting(5.0, min=0)
+
+
+@dataclass(frozen=True)
+class WorkerSettingsSection:
+    max_jobs: int = _setting(500, min=1)
+    poll_delay: float = _setting(0.05, min=0.001)
+    job_timeout: float = _setting(300.0, min=1)
+    max_tries: int = _setting(5, min=1)
+    queue_read_limit: int = _setting(0, min=0)
+    keep_result: float = _setting(0.0, min=0)
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    concurrency: int = _setting(200, min=1)
+    per_host: int = _setting(32, min=1)
+    connect_timeout: float = _setting(10.0, min=0.1)
+    read_timeout: float = _setting(30.0, min=0.1)
+    max_redirects: int = _setting(10, min=0)
+    max_body_bytes: int = _setting(10_000_000, min=1024)
+    user_agent: str = _setting("pipeline/0.1")
+    allow_private_networks: bool = _setting(False)
+    retry_base_delay: float = _setting(1.0, min=0)
+    retry_max_delay: float = _setting(60.0, min=0)
+
+
+@dataclass(frozen=True)
+class CrawlSettings:
+    next_selector: str = _setting("a[rel=next]")
+    link_selector: str = _setting("a[href]")
+    max_depth: int = _setting(1, min=0)
+    max_pages: int = _setting(100_000, min=1)
+    scope: str = _setting("host", choices=("host", "domain", "any"))
+
+
+@dataclass(frozen=True)
+class CpuSettings:
+    processes: int = _setting(0, min=0)  # 0: one per CPU
+    max_in_flight: int = _setting(0, min=0)  # 0: twice the processes
+    timeout: float = _setting(30.0, min=0.1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    mongo: MongoSettings = field(default_factory=MongoSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    worker: WorkerSettingsSection = field(default_factory=WorkerSettingsSection)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    crawl: CrawlSettings = field(default_factory=CrawlSettings)
+    cpu: CpuSettings = field(default_factory=CpuSettings)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.storage.data_dir).expanduser().resolve()
+
+    @property
+    def cpu_processes(self) -> int:
+        return self.cpu.processes or (os.cpu_count() or 1)
+
+    @property
+    def cpu_max_in_flight(self) -> int:
+        return self.cpu.max_in_flight or 2 * self.cpu_processes
+
+    def replace(self, **sections: Mapping[str, Any]) -> Settings:
+        """A copy with some keys changed, validated like a config file: `replace(fetch={"per_host": 4})`."""
+        return _build({name: {**_as_dict(getattr(self, name)), **values} for name, values in sections.items()}, self)
+
+
+_SECTION_CLASSES: dict[str, type[Any]] = {
+    "redis": RedisSettings,
+    "mongo": MongoSettings,
+    "s3": S3Settings,
+    "storage": StorageSettings,
+    "worker": WorkerSettingsSection,
+    "fetch": FetchSettings,
+    "crawl": CrawlSettings,
+    "cpu": CpuSettings,
+}
+
+
+def _as_dict(section: Any) -> dict[str, Any]:
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(key: str, raw: Any, spec: dataclasses.Field[Any], source: str) -> Any:
+    """Turn a raw value (TOML value or environment string) into the field's type, or explain why not."""
+    kind: type[Any] = type(spec.default)
+    where = f" (from {source})" if source else ""
+    value: Any
+    if kind is bool:
+        if isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            value = raw.strip().lower() in _TRUE
+        else:
+            raise ConfigError(f"{key}: expected true or false, got {raw!r}{where}")
+    elif kind is int:
+        try:
+            if isinstance(raw, (bool, float)):
+                raise ValueError
+            value = int(str(raw).replace("_", "")) if isinstance(raw, str) else int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a whole number, got {raw!r}{where}") from None
+    elif kind is float:
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {raw!r}{where}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{key}: expected a finite number, got {raw!r}{where}")
+    else:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{key}: expected a string, got {raw!r}{where}")
+        value = raw
+    minimum = spec.metadata.get("min")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum:g}, got {raw!r}{where}")
+    choices: tuple[str, ...] = spec.metadata.get("choices", ())
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(choices)}; got {raw!r}{where}")
+    return value
+
+
+def _build(raw: Mapping[str, Mapping[str, Any]], base: Settings, sources: Mapping[str, str] | None = None) -> Settings:
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTION_CLASSES.items():
+        current = getattr(base, name)
+        given = raw.get(name, {})
+        specs = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - set(specs))
+        if unknown:
+            raise ConfigError(f"{name}.{unknown[0]}: unknown setting; known in [{name}]: {', '.join(specs)}")
+        values = {
+            key: _coerce(f"{name}.{key}", value, specs[key], (sources or {}).get(f"{name}.{key}", ""))
+            for key, value in given.items()
+        }
+        sections[name] = dataclasses.replace(current, **values)
+    settings = Settings(**sections)
+    _check_consistency(settings)
+    return settings
+
+
+def _check_consistency(settings: Settings) -> None:
+    if settings.fetch.per_host > settings.fetch.concurrency:
+        raise ConfigError(
+            f"fetch.per_host: must not exceed fetch.concurrency ({settings.fetch.concurrency}), "
+            f"got {settings.fetch.per_host}"
+        )
+    if settings.fetch.retry_max_delay < settings.fetch.retry_base_delay:
+        raise ConfigError("fetch.retry_max_delay: must be at least fetch.retry_base_delay")
+    for key, url, schemes in (
+        ("redis.url", settings.redis.url, ("redis://", "rediss://", "unix://")),
+        ("mongo.url", settings.mongo.url, ("mongodb://", "mongodb+srv://")),
+        ("s3.endpoint_url", settings.s3.endpoint_url, ("http://", "https://")),
+    ):
+        if url and not url.startswith(schemes):
+            raise ConfigError(f"{key}: must start with {' or '.join(schemes)}; got a value that does not")
+
+
+def config_path(
+    explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Path | None:
+    """The config file to read: `--config`, else `$PIPELINE_CONFIG`, else `./config.toml` if present."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    default = Path("config.toml")
+    return default if default.is_file() else None
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    overrides: dict[str, dict[str, str]] = {}
+    sources: dict[str, str] = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
+            continue
+        rest = var[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        # Variables of other tools that happen to share the prefix are left alone; a known
+        # section with an unknown key is almost certainly a typo and is reported.
+        if section in _SECTION_CLASSES and key:
+            overrides.setdefault(section, {})[key] = value
+            sources[f"{section}.{key}"] = var
+    return overrides, sources
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    use_env: bool = True,
+) -> Settings:
+    """Defaults, overridden by the config file, overridden by `PIPELINE_<SECTION>_<KEY>` variables."""
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    file = config_path(path, env)
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+        unknown = sorted(k for k in data if k not in _SECTION_CLASSES)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown section in {file}; known: {', '.join(_SECTION_CLASSES)}")
+        for name, section in data.items():
+            if not isinstance(section, dict):
+                raise ConfigError(f"{name}: expected a [{name}] table in {file}")
+        settings = _build(data, settings, {})
+    if use_env:
+        overrides, sources = _env_overrides(env)
+        if overrides:
+            settings = _build(overrides, settings, sources)
+    return settings

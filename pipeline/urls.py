@@ -1,0 +1,83 @@
+"""URL normalisation and crawl scope: the identity of a page.
+
+Two links name the same page when they normalise to the same string; that string is what the
+crawl deduplicates on, what job ids are derived from and what `pages.url` holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+Scope = Literal["host", "domain", "any"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class InvalidURL(ValueError):
+    """A string that is not an absolute http(s) URL this pipeline can fetch."""
+
+
+def normalise_url(url: str, base: str | None = None) -> str:
+    """Resolve `url` against `base` and bring it to canonical form.
+
+    Relative links are resolved, the fragment dropped, scheme and host lower-cased, default
+    ports removed and an empty path made `/`. Raises `InvalidURL` for anything that is not
+    http(s) (`mailto:`, `javascript:`, `data:`, `ftp:`) or cannot be parsed.
+    """
+    url = url.strip()
+    if not url:
+        raise InvalidURL("empty URL")
+    try:
+        absolute = urljoin(base, url) if base else url
+        parts = urlsplit(absolute)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS:
+            raise InvalidURL(f"unsupported scheme {scheme + ':' if scheme else '(none)'} in {_short(url)}")
+        host = (parts.hostname or "").rstrip(".")
+        if not host:
+            raise InvalidURL(f"no host in {_short(url)}")
+        port = parts.port
+    except ValueError as exc:
+        if isinstance(exc, InvalidURL):
+            raise
+        raise InvalidURL(f"malformed URL {_short(url)}: {exc}") from None
+    if any(c in host for c in " <>\"'\\{}|^`") or "%" in host:
+        raise InvalidURL(f"malformed host in {_short(url)}")
+    if ":" in host:  # IPv6 literal: urlsplit strips the brackets, put them back
+        host = f"[{host}]"
+    netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    if parts.username is not None:
+        userinfo = parts.username + (f":{parts.password}" if parts.password is not None else "")
+        netloc = f"{userinfo}@{netloc}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def url_host(url: str) -> str:
+    """The host (without port) of a normalised URL, the key of per-host limits."""
+    return (urlsplit(url).hostname or "").lower()
+
+
+def in_scope(url: str, start_url: str, scope: Scope) -> bool:
+    """Whether a crawl that started at `start_url` may follow `url`.
+
+    `host`: the same host only; `domain`: the start host and its subdomains (a leading `www.`
+    of the start host is ignored); `any`: everything.
+    """
+    if scope == "any":
+        return True
+    host, start = url_host(url), url_host(start_url)
+    if scope == "host":
+        return host == start
+    root = start.removeprefix("www.")
+    return host == root or host.endswith("." + root)
+
+
+def url_digest(url: str) -> str:
+    """A short stable digest of a URL, used in job ids (Redis keys stay small whatever the URL)."""
+    return hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+def _short(url: str, limit: int = 120) -> str:
+    return repr(url if len(url) <= limit else url[:limit] + "...")

@@ -1,0 +1,81 @@
+"""Real services for the suite: redis-server, SecantusDB and moto's S3, on random loopback ports.
+
+Each is started once per test session as its own process; each test gets its own queue, database
+and bucket names, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.services import ServiceProcess, start_mongo, start_redis, start_s3
+from pipeline.settings import Settings
+
+# moto accepts any credentials; botocore insists there are some.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def redis_server(services_dir: Path) -> Iterator[ServiceProcess]:
+    server = start_redis(services_dir / "redis", persistent=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_server(services_dir: Path) -> Iterator[ServiceProcess]:
+    server = start_mongo(services_dir / "mongo")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[ServiceProcess]:
+    server = start_s3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(
+    redis_server: ServiceProcess, mongo_server: ServiceProcess, s3_server: ServiceProcess, tmp_path: Path
+) -> Settings:
+    """Settings for one test: shared servers, private queue, database and bucket."""
+    tag = uuid.uuid4().hex[:10]
+    return Settings().replace(
+        redis={"url": redis_server.url, "queue": f"test:{tag}:queue"},
+        mongo={"url": mongo_server.url, "db": f"test_{tag}"},
+        s3={"bucket": f"test-{tag}", "endpoint_url": s3_server.url},
+        storage={"data_dir": str(tmp_path / "data"), "batch_delay_ms": 2.0},
+        worker={"max_jobs": 50, "poll_delay": 0.01, "job_timeout": 20.0, "max_tries": 3},
+        fetch={
+            "allow_private_networks": True,
+            "retry_base_delay": 0.05,
+            "retry_max_delay": 0.5,
+            "read_timeout": 3.0,
+            "connect_timeout": 2.0,
+            "concurrency": 50,
+            "per_host": 20,
+        },
+        cpu={"processes": 1, "timeout": 10.0},
+    )
+
+
+@pytest.fixture
+async def s3_client(settings: Settings) -> AsyncIterator[object]:
+    import aioboto3
+
+    async with aioboto3.Session().client("s3", endpoint_url=settings.s3.endpoint_url, region_name="us-east-1") as c:
+        yield c

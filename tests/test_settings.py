@@ -1,0 +1,91 @@
+"""Settings: file, environment, validation that names the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import ConfigError, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_config_matches_the_declared_defaults() -> None:
+    assert load_settings(ROOT / "config.toml", environ={}) == Settings()
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[fetch]\nconcurrency = 50\n[mongo]\ndb = "fromfile"\n')
+    env = {
+        "PIPELINE_CONFIG": str(config),
+        "PIPELINE_FETCH_CONCURRENCY": "300",
+        "PIPELINE_FETCH_PER_HOST": "7",
+        "PIPELINE_FETCH_ALLOW_PRIVATE_NETWORKS": "true",
+        "PIPELINE_REDIS_URL": "redis://127.0.0.1:1/0",
+        "PIPELINE_MONGO_URL": "mongodb://127.0.0.1:2/",
+        "PIPELINE_S3_BUCKET": "bodies",
+        "PIPELINE_S3_ENDPOINT_URL": "http://127.0.0.1:3",
+        "PIPELINE_WORKSPACE": "an unrelated tool's variable, ignored",
+    }
+    settings = load_settings(environ=env)
+    assert settings.fetch.concurrency == 300
+    assert settings.fetch.per_host == 7
+    assert settings.fetch.allow_private_networks is True
+    assert settings.mongo.db == "fromfile"
+    assert settings.redis.url == "redis://127.0.0.1:1/0"
+    assert settings.mongo.url == "mongodb://127.0.0.1:2/"
+    assert settings.s3.bucket == "bodies"
+    assert settings.s3.endpoint_url == "http://127.0.0.1:3"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PIPELINE_FETCH_CONCURRENCY": "lots"}, "fetch.concurrency: expected a whole number"),
+        ({"PIPELINE_FETCH_CONCURRENCY": "0"}, "fetch.concurrency: must be at least 1"),
+        ({"PIPELINE_FETCH_ALLOW_PRIVATE_NETWORKS": "maybe"}, "fetch.allow_private_networks: expected true or false"),
+        ({"PIPELINE_CRAWL_SCOPE": "galaxy"}, "crawl.scope: must be one of host, domain, any"),
+        ({"PIPELINE_FETCH_CONCURENCY": "5"}, "fetch.concurency: unknown setting"),
+        ({"PIPELINE_REDIS_URL": "localhost:6379"}, "redis.url: must start with redis://"),
+        ({"PIPELINE_FETCH_PER_HOST": "500"}, "fetch.per_host: must not exceed fetch.concurrency"),
+        ({"PIPELINE_CPU_TIMEOUT": "nan"}, "cpu.timeout: expected a finite number"),
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_settings(environ=env)
+
+
+def test_env_error_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="PIPELINE_WORKER_MAX_JOBS"):
+        load_settings(environ={"PIPELINE_WORKER_MAX_JOBS": "-1"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[fetch]\nconcurrency = 'x'\n", "fetch.concurrency"),
+        ("[fetch]\nconcurrency = true\n", "fetch.concurrency"),
+        ("[nosuch]\na = 1\n", "nosuch: unknown section"),
+        ("[fetch\n", "not valid TOML"),
+        ("fetch = 3\n", "expected a [fetch] table"),
+    ],
+)
+def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load_settings(config, environ={})
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_replace_validates() -> None:
+    with pytest.raises(ConfigError, match="fetch.per_host"):
+        Settings().replace(fetch={"per_host": 0})
+    assert Settings().replace(fetch={"per_host": 4}).fetch.per_host == 4

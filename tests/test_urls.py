@@ -1,0 +1,71 @@
+"""URL normalisation and scope: the identity a crawl deduplicates on."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.urls import InvalidURL, in_scope, normalise_url, url_digest
+
+
+@pytest.mark.parametrize(
+    ("raw", "base", "expected"),
+    [
+        ("HTTP://Example.COM:80/a#frag", None, "http://example.com/a"),
+        ("https://example.com:443", None, "https://example.com/"),
+        ("https://example.com:8443/x?q=1", None, "https://example.com:8443/x?q=1"),
+        ("../page/7", "http://h.test/a/b/c", "http://h.test/a/page/7"),
+        ("?page=2", "http://h.test/list?page=1", "http://h.test/list?page=2"),
+        ("//other.test/p", "https://h.test/", "https://other.test/p"),
+        ("  /x  ", "http://h.test/", "http://h.test/x"),
+        ("#top", "http://h.test/p", "http://h.test/p"),
+        ("http://[::1]:8080/p", None, "http://[::1]:8080/p"),
+        ("http://example.com./a", None, "http://example.com/a"),
+    ],
+)
+def test_normalise(raw: str, base: str | None, expected: str) -> None:
+    assert normalise_url(raw, base) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["mailto:a@b.c", "javascript:void(0)", "data:text/html,hi", "ftp://h/x", "", "http://", "http://h:99999/", "nohost"],
+)
+def test_unsupported_or_malformed(raw: str) -> None:
+    with pytest.raises(InvalidURL):
+        normalise_url(raw)
+
+
+def test_scope() -> None:
+    start = "http://www.example.com/list"
+    assert in_scope("http://www.example.com/p", start, "host")
+    assert not in_scope("http://blog.example.com/p", start, "host")
+    assert in_scope("http://blog.example.com/p", start, "domain")
+    assert in_scope("http://example.com/p", start, "domain")
+    assert not in_scope("http://notexample.com/p", start, "domain")
+    assert in_scope("http://elsewhere.org/", start, "any")
+
+
+_paths = st.text(alphabet="abcXYZ019-._~/%", max_size=30)
+_hosts = st.from_regex(r"[a-z][a-z0-9]{0,10}(\.[a-z]{2,5}){1,2}", fullmatch=True)
+
+
+@given(
+    scheme=st.sampled_from(["http", "HTTP", "https", "HtTpS"]),
+    host=_hosts,
+    path=_paths,
+    fragment=st.text(max_size=10),
+)
+def test_normalise_is_idempotent_and_drops_fragments(scheme: str, host: str, path: str, fragment: str) -> None:
+    url = normalise_url(f"{scheme}://{host.upper()}/{path}#{fragment}")
+    assert normalise_url(url) == url
+    assert "#" not in url
+    assert url.startswith(("http://", "https://"))
+    assert url.split("/")[2] == host
+
+
+@given(host=_hosts, path=_paths)
+def test_default_port_is_the_same_page(host: str, path: str) -> None:
+    assert normalise_url(f"http://{host}:80/{path}") == normalise_url(f"http://{host}/{path}")
+    assert url_digest(normalise_url(f"https://{host}:443/{path}")) == url_digest(normalise_url(f"https://{host}/{path}"))
