@@ -26,3 +26,36 @@ async def crawl_to_completion(settings: Settings, start_url: str, **options: Any
         crawl_id = await pipeline.crawl(start_url, **options)
         await run_burst_worker(settings)
         return await pipeline.status(crawl_id)
+
+
+class StaticSite:
+    """A tiny site with hand-written pages, on this test's event loop: `{path: html}`."""
+
+    def __init__(self, pages: dict[str, str]) -> None:
+        self.pages = pages
+        self.hits: dict[str, int] = {}
+        self._runner: Any = None
+        self.base_url = ""
+
+    async def __aenter__(self) -> StaticSite:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            self.hits[request.path_qs] = self.hits.get(request.path_qs, 0) + 1
+            html = self.pages.get(request.path_qs)
+            if html is None:
+                return web.Response(status=404, text="not here")
+            return web.Response(text=html.replace("{base}", self.base_url), content_type="text/html")
+
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
