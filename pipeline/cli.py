@@ -23,7 +23,7 @@ from pipeline.crawls import CrawlStatus
 from pipeline.embedded import needs_embedded, resolve_services
 from pipeline.parse import InvalidSelector
 from pipeline.settings import ConfigError, Settings, load_settings
-from pipeline.urls import InvalidURL
+from pipeline.urls import InvalidURL, normalise_url
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 1, 2, 3, 130
 log = logging.getLogger("pipeline.cli")
@@ -146,6 +146,7 @@ def _check_options(args: argparse.Namespace) -> None:
 
 async def _crawl(args: argparse.Namespace, settings: Settings) -> int:
     _check_options(args)
+    normalise_url(args.url)  # refuse a bad URL before starting anything
     async with services(settings) as resolved, Pipeline(resolved) as pipeline:
         try:
             crawl_id = await pipeline.crawl(

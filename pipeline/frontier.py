@@ -172,7 +172,10 @@ class Frontier:
     async def finish(
         self, crawl_id: str, kind: Kind, url: str, *, stored: bool, fetched: bool, retries: int
     ) -> tuple[bool, int]:
-        """Record a URL's final outcome once; returns (whether this call recorded it, URLs still pending)."""
+        """Record a URL's final outcome once; returns (whether this call recorded it, URLs still pending).
+
+        `fetched` counts child pages that got a final HTTP response (stored, or failed with a status).
+        """
         urls, stats, _ = self._keys(crawl_id)
         if kind == "page":
             counter = "stored" if stored else "failed"
@@ -180,7 +183,7 @@ class Frontier:
             counter = "lists_done" if stored else "lists_failed"
         changed, pending = await self._finish(
             keys=[urls, stats],
-            args=[_member(kind, url), counter, "s" if stored else "f", int(fetched), retries],
+            args=[_member(kind, url), counter, "s" if stored else "f", int(fetched and kind == "page"), retries],
         )
         return bool(changed), int(pending)
 

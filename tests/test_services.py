@@ -26,6 +26,7 @@ from pipeline.services import (
     start_mongo,
     start_redis,
     start_s3,
+    stop_running,
 )
 
 
@@ -145,3 +146,16 @@ def test_embedded_services_start_reuse_and_stop(tmp_path: Path) -> None:
     assert read_running(tmp_path) is None
     assert not (tmp_path / "services.json").exists()
     assert not redis_answers(state.redis_url)
+
+
+def test_stop_running_stops_services_another_instance_started(tmp_path: Path) -> None:
+    owner = EmbeddedServices(tmp_path)
+    state = owner.ensure_running()
+    try:
+        assert sorted(stop_running(tmp_path)) == ["mongo", "redis"]
+        assert read_running(tmp_path) is None
+        assert not redis_answers(state.redis_url)
+        assert stop_running(tmp_path) == []
+    finally:
+        owner.stop()  # its processes are gone already; this must not fail
+    assert not any(service.alive() for service in owner.processes.values())
