@@ -90,7 +90,9 @@ def test_arq_worker_process_and_cli_crawl(settings: Settings) -> None:
     assert json.loads(status.stdout)["stored"] == report["stored"]
 
 
-@pytest.mark.parametrize("url", ["mailto:someone@example.com", "ftp://example.com/x", "not a url", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "url", ["mailto:someone@example.com", "ftp://example.com/x", "not a url", "javascript:alert(1)"]
+)
 def test_crawl_refuses_bad_urls(settings: Settings, url: str) -> None:
     result = run_cli("crawl", url, env=service_env(settings))
     assert result.returncode == 2
@@ -109,8 +111,13 @@ def test_bad_configuration_stops_with_the_key_named(settings: Settings, tmp_path
     env = service_env(settings)
     env["PIPELINE_CONFIG"] = str(bad)
     worker = subprocess.run(
-        [sys.executable, "-m", "arq", "pipeline.WorkerSettings"], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=60, check=False,
+        [sys.executable, "-m", "arq", "pipeline.WorkerSettings"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert worker.returncode != 0
     assert "crawl.scope" in worker.stderr and "Traceback" not in worker.stderr

@@ -25,8 +25,18 @@ async def _documents(settings: Settings, crawl_id: str) -> tuple[dict[str, Any],
 async def test_misbehaving_pages_are_stored_or_recorded(settings: Settings) -> None:
     settings = settings.replace(fetch={"max_body_bytes": 1_000_000, "read_timeout": 1.0, "max_redirects": 5})
     paths = [
-        "/redirect/2", "/loop", "/binary.bin", "/latin1", "/gzipbomb", "/big", "/status/500", "/status/404",
-        "/status/410", "/reset", "/slow", "/redirect/9",
+        "/redirect/2",
+        "/loop",
+        "/binary.bin",
+        "/latin1",
+        "/gzipbomb",
+        "/big",
+        "/status/500",
+        "/status/404",
+        "/status/410",
+        "/reset",
+        "/slow",
+        "/redirect/9",
     ]
     with ThreadedSite(SiteConfig(pages=1, latency_ms=1)) as target:
         links = "".join(f'<a href="{target.base_url}{p}">x</a>' for p in paths)

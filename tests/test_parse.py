@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import pickle
 
 import pytest
 from hypothesis import given
@@ -59,8 +60,20 @@ def test_fingerprint_is_stable_and_near_for_near_text() -> None:
 
 @pytest.mark.parametrize(
     "address",
-    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "::1", "fd00:ec2::254",
-     "::ffff:127.0.0.1", "0.0.0.0", "224.0.0.1", "fe80::1"],
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "::1",
+        "fd00:ec2::254",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "fe80::1",
+    ],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert not is_public_address(ipaddress.ip_address(address))
@@ -94,7 +107,6 @@ def test_serializer_round_trip_and_no_code() -> None:
     job = {"t": None, "f": "fetch_page", "a": ["c1", "http://x/", 1], "k": {}, "et": 1}
     assert deserialize(serialize(job)) == job
     assert isinstance(deserialize(serialize({"r": ValueError("bad")}))["r"], str)
+    pickled = pickle.dumps(object())
     with pytest.raises(Exception):  # noqa: B017, PT011 - pickle bytes are not msgpack data
-        import pickle
-
-        deserialize(pickle.dumps(object()))
+        deserialize(pickled)

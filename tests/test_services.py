@@ -151,6 +151,7 @@ def test_embedded_services_start_reuse_and_stop(tmp_path: Path) -> None:
 def test_stop_running_stops_services_another_instance_started(tmp_path: Path) -> None:
     owner = EmbeddedServices(tmp_path)
     state = owner.ensure_running()
+    processes = owner.processes.values()
     try:
         assert sorted(stop_running(tmp_path)) == ["mongo", "redis"]
         assert read_running(tmp_path) is None
@@ -158,4 +159,4 @@ def test_stop_running_stops_services_another_instance_started(tmp_path: Path) ->
         assert stop_running(tmp_path) == []
     finally:
         owner.stop()  # its processes are gone already; this must not fail
-    assert not any(service.alive() for service in owner.processes.values())
+    assert processes and not any(service.alive() for service in processes)

@@ -81,11 +81,11 @@ def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match=r"does not exist"):
         load_settings(tmp_path / "nope.toml", environ={})
 
 
 def test_replace_validates() -> None:
-    with pytest.raises(ConfigError, match="fetch.per_host"):
+    with pytest.raises(ConfigError, match=r"fetch\.per_host"):
         Settings().replace(fetch={"per_host": 0})
     assert Settings().replace(fetch={"per_host": 4}).fetch.per_host == 4

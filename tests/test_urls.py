@@ -30,7 +30,16 @@ def test_normalise(raw: str, base: str | None, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["mailto:a@b.c", "javascript:void(0)", "data:text/html,hi", "ftp://h/x", "", "http://", "http://h:99999/", "nohost"],
+    [
+        "mailto:a@b.c",
+        "javascript:void(0)",
+        "data:text/html,hi",
+        "ftp://h/x",
+        "",
+        "http://",
+        "http://h:99999/",
+        "nohost",
+    ],
 )
 def test_unsupported_or_malformed(raw: str) -> None:
     with pytest.raises(InvalidURL):
@@ -68,4 +77,6 @@ def test_normalise_is_idempotent_and_drops_fragments(scheme: str, host: str, pat
 @given(host=_hosts, path=_paths)
 def test_default_port_is_the_same_page(host: str, path: str) -> None:
     assert normalise_url(f"http://{host}:80/{path}") == normalise_url(f"http://{host}/{path}")
-    assert url_digest(normalise_url(f"https://{host}:443/{path}")) == url_digest(normalise_url(f"https://{host}/{path}"))
+    assert url_digest(normalise_url(f"https://{host}:443/{path}")) == url_digest(
+        normalise_url(f"https://{host}/{path}")
+    )
