@@ -159,4 +159,5 @@ def test_stop_running_stops_services_another_instance_started(tmp_path: Path) ->
         assert stop_running(tmp_path) == []
     finally:
         owner.stop()  # its processes are gone already; this must not fail
-    assert processes and not any(service.alive() for service in processes)
+    assert len(processes) == 2
+    assert not any(service.alive() for service in processes)
