@@ -30,9 +30,13 @@ from pipeline.storage import utcnow
 
 log = logging.getLogger("pipeline.jobs")
 
+# A database, S3 or Redis outage is not the page's fault: it gets this many attempts on top of
+# `worker.max_tries` (about ten minutes of backoff) before the page is recorded as failed.
+INFRA_EXTRA_TRIES = 20
+INFRA_MAX_DELAY_S = 30.0
 # arq refuses to start a job past its own max_tries without telling us; give it headroom so
 # our last attempt always runs and records the failure itself.
-ARQ_TRIES_HEADROOM = 3
+ARQ_TRIES_HEADROOM = INFRA_EXTRA_TRIES + 3
 MAX_RETRY_AFTER_S = 3600.0
 
 
@@ -77,7 +81,13 @@ class Attempt:
 
     @property
     def last(self) -> bool:
+        """No retry left for faults of the page or its site."""
         return self.number >= self.max_tries
+
+    @property
+    def last_for_infrastructure(self) -> bool:
+        """No retry left even for faults of our own services."""
+        return self.number >= self.max_tries + INFRA_EXTRA_TRIES
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -183,6 +193,10 @@ async def _attempt(
         reason = f"job ran past {settings.worker.job_timeout:g}s"
     except TRANSIENT as exc:
         reason = f"{type(exc).__name__}: {exc}"
+        if not attempt.last_for_infrastructure:
+            delay = backoff_delay(attempt.number, settings.fetch.retry_base_delay, INFRA_MAX_DELAY_S)
+            log.warning("retrying %s in %.1fs (attempt %d): %s", url, delay, attempt.number, reason)
+            raise Retry(defer=delay) from None
     if attempt.last:
         await _record_failure(res, crawl_id, kind, url, reason, status, attempt)
         return

@@ -65,6 +65,8 @@ class WorkerSettingsSection:
     max_tries: int = _setting(5, min=1)
     queue_read_limit: int = _setting(0, min=0)
     keep_result: float = _setting(0.0, min=0)
+    lease: float = _setting(10.0, min=1)
+    shutdown_grace: float = _setting(20.0, min=0)
 
 
 @dataclass(frozen=True)

@@ -17,28 +17,40 @@ import uvloop
 from arq import func
 from arq.connections import RedisSettings
 from arq.worker import Worker
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs import crawl, fetch_page
 from pipeline.embedded import resolve_services
+from pipeline.lease import Leases
 from pipeline.outcome import ARQ_TRIES_HEADROOM
 from pipeline.resources import open_resources
 from pipeline.serialization import deserialize, serialize
 from pipeline.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("pipeline.worker")
+# With a 2 s cap on the backoff, about 40 s of Redis being away is ridden out.
+REDIS_COMMAND_RETRIES = 20
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
+    """arq's connection settings; commands ride out a Redis restart instead of killing the worker."""
     redis = RedisSettings.from_dsn(settings.redis.url)
     redis.conn_timeout = max(1, int(settings.redis.connect_timeout))
-    redis.conn_retries = 5
+    redis.conn_retries = 30
     redis.conn_retry_delay = 1
+    redis.retry_on_error = [RedisConnectionError, RedisTimeoutError]
+    redis.retry = RedisRetry(ExponentialBackoff(cap=2.0, base=0.1), REDIS_COMMAND_RETRIES)
     return redis
 
 
 async def on_startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     ctx["pipeline"] = await open_resources(settings, ctx["redis"])
+    ctx["leases"] = leases = Leases(ctx["redis"], settings.worker.lease)
+    leases.start()
     log.info(
         "pipeline worker ready: %d jobs, fetch concurrency %d (%d per host), %d CPU processes",
         settings.worker.max_jobs,
@@ -48,7 +60,18 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     )
 
 
+async def on_job_start(ctx: dict[str, Any]) -> None:
+    ctx["leases"].job_started(ctx["job_id"])
+
+
+async def after_job_end(ctx: dict[str, Any]) -> None:
+    ctx["leases"].job_ended(ctx["job_id"])
+
+
 async def on_shutdown(ctx: dict[str, Any]) -> None:
+    leases = ctx.pop("leases", None)
+    if leases is not None:
+        await leases.stop()
     resources = ctx.pop("pipeline", None)
     if resources is not None:
         await resources.close()
@@ -72,6 +95,9 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "redis_settings": redis_settings(settings),
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
+        "on_job_start": on_job_start,
+        "after_job_end": after_job_end,
+        "job_completion_wait": int(worker.shutdown_grace),
         "max_jobs": worker.max_jobs,
         "poll_delay": worker.poll_delay,
         "job_timeout": arq_timeout,

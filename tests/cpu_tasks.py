@@ -1,0 +1,28 @@
+"""Functions the CPU-pool tests run in child processes (they must be importable there)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def square(value: int) -> int:
+    return value * value
+
+
+def die() -> int:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return 0
+
+
+def spin(seconds: float) -> int:
+    end = time.monotonic() + seconds
+    count = 0
+    while time.monotonic() < end:
+        count += 1
+    return count
+
+
+def pid() -> int:
+    return os.getpid()

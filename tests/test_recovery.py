@@ -1,0 +1,145 @@
+"""Crashes and shutdowns: nothing lost, nothing stored twice.
+
+Workers here are real `arq pipeline.WorkerSettings` processes, killed or stopped with signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from pipeline.api import Pipeline
+from pipeline.settings import Settings
+from pipeline.site import SiteConfig, ThreadedSite, expected_child_paths
+from tests.test_cli import ROOT, service_env
+
+pytestmark = pytest.mark.slow
+
+
+class WorkerProcess:
+    """`arq pipeline.WorkerSettings` in a child process, its log in a file."""
+
+    def __init__(self, settings: Settings, log: Path, **extra_env: str) -> None:
+        env = service_env(settings)
+        env.update(extra_env)
+        self.log_path = log
+        with log.open("w") as handle:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "arq", "pipeline.WorkerSettings"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=handle,
+            )
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    async def stop(self, timeout: float = 40) -> tuple[int, str]:
+        """SIGTERM, then wait for the exit code; returns it with the log."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(self.process.wait, timeout)
+        return code, self.log_path.read_text()
+
+
+async def stored_count(settings: Settings, crawl_id: str) -> int:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)
+    try:
+        return await client[settings.mongo.db].pages.count_documents({"crawl_id": crawl_id})
+    finally:
+        await client.close()
+
+
+async def wait_until(predicate: Any, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.1)
+
+
+async def assert_each_page_once(settings: Settings, crawl_id: str, expected: set[str], s3_client: Any) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)
+    try:
+        pages = await client[settings.mongo.db].pages.find({"crawl_id": crawl_id}).to_list()
+    finally:
+        await client.close()
+    assert sorted(p["url"] for p in pages) == sorted(expected)
+    listed = await s3_client.list_objects_v2(Bucket=settings.s3.bucket)
+    assert {o["Key"] for o in listed.get("Contents", [])} == {p["blob_key"] for p in pages}
+
+
+async def test_killed_worker_jobs_run_again_within_the_lease(
+    settings: Settings, s3_client: Any, tmp_path: Path
+) -> None:
+    config = SiteConfig(pages=240, per_list_page=80, latency_ms=400, latency_sigma=0.1)
+    env = {"PIPELINE_FETCH_CONCURRENCY": "24", "PIPELINE_WORKER_MAX_JOBS": "24", "PIPELINE_WORKER_LEASE": "6"}
+    with ThreadedSite(config) as site:
+        async with Pipeline(settings) as pipeline:
+            crawl_id = await pipeline.crawl(site.base_url + "/list")
+            doomed = WorkerProcess(settings, tmp_path / "doomed.log", **env)
+            try:
+                await wait_until(lambda: _at_least(settings, crawl_id, 40), timeout=60)
+            finally:
+                doomed.kill()  # SIGKILL: no cleanup, its running jobs keep their in-progress keys
+            killed_at = time.monotonic()
+            survivor = WorkerProcess(settings, tmp_path / "survivor.log", **env)
+            try:
+                # Without leases the killed jobs would wait out arq's 310 s in-progress TTL.
+                status = await pipeline.wait(crawl_id, timeout=60)
+                recovery = time.monotonic() - killed_at
+            finally:
+                code, log = await survivor.stop()
+            assert code == 0, log
+        hits = dict(site.site.hits)
+
+    expected = {site.base_url + p for p in expected_child_paths(config)}
+    assert status.done and status.stored == len(expected) and status.failed == 0
+    assert recovery < 60
+    await assert_each_page_once(settings, crawl_id, expected, s3_client)
+    refetched = [p for p, n in hits.items() if p.startswith("/page/") and n > 1]
+    assert len(refetched) <= 24  # only the jobs that were running when the worker died
+    assert all(n <= 2 for n in hits.values())
+
+
+async def _at_least(settings: Settings, crawl_id: str, count: int) -> bool:
+    return await stored_count(settings, crawl_id) >= count
+
+
+async def test_sigterm_finishes_running_jobs_and_exits_cleanly(
+    settings: Settings, s3_client: Any, tmp_path: Path
+) -> None:
+    config = SiteConfig(pages=160, per_list_page=80, latency_ms=600, latency_sigma=0.1)
+    env = {"PIPELINE_FETCH_CONCURRENCY": "16", "PIPELINE_WORKER_MAX_JOBS": "16"}
+    with ThreadedSite(config) as site:
+        async with Pipeline(settings) as pipeline:
+            crawl_id = await pipeline.crawl(site.base_url + "/list")
+            worker = WorkerProcess(settings, tmp_path / "first.log", **env)
+            await wait_until(lambda: _at_least(settings, crawl_id, 20), timeout=60)
+            code, log = await worker.stop()
+            assert code == 0, log
+            assert "Traceback" not in log
+            stopped_with = await stored_count(settings, crawl_id)
+            assert not (await pipeline.status(crawl_id)).done
+
+            second = WorkerProcess(settings, tmp_path / "second.log", **env)
+            try:
+                status = await pipeline.wait(crawl_id, timeout=90)
+            finally:
+                await second.stop()
+        hits = dict(site.site.hits)
+
+    expected = {site.base_url + p for p in expected_child_paths(config)}
+    assert stopped_with < len(expected)
+    assert status.done and status.stored == len(expected)
+    await assert_each_page_once(settings, crawl_id, expected, s3_client)
+    # The grace period let running jobs finish: nothing was fetched twice.
+    assert all(n == 1 for p, n in hits.items() if p.startswith("/page/")), hits
