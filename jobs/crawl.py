@@ -23,13 +23,7 @@ async def crawl(ctx: dict[str, Any], crawl_id: str, url: str, depth: int = 0) ->
         if parsed is None:
             raise PermanentFailure("list page is not HTML")
         found = discover(url, parsed, options, depth=depth + 1, include_next=True)
-        await res.frontier.register(
-            crawl_id,
-            found.items,
-            options.max_pages,
-            skipped_invalid=found.skipped_invalid,
-            skipped_scope=found.skipped_scope,
-        )
+        await res.backlog.schedule(crawl_id, options, found)
         await finish(res, crawl_id, "list", url, stored=True, fetched=True, attempt=attempt)
 
     await settle(ctx, crawl_id, "list", url, work)

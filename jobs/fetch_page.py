@@ -23,13 +23,7 @@ async def fetch_page(ctx: dict[str, Any], crawl_id: str, url: str, depth: int) -
         parsed = await fetch_and_store(res, crawl_id, url, depth, attempt.number)
         if parsed is not None and depth < options.max_depth:
             found = discover(url, parsed, options, depth=depth + 1, include_next=False)
-            await res.frontier.register(
-                crawl_id,
-                found.items,
-                options.max_pages,
-                skipped_invalid=found.skipped_invalid,
-                skipped_scope=found.skipped_scope,
-            )
+            await res.backlog.schedule(crawl_id, options, found)
         await finish(res, crawl_id, "page", url, stored=True, fetched=True, attempt=attempt)
 
     await settle(ctx, crawl_id, "page", url, work)

@@ -17,7 +17,19 @@ from pipeline.settings import CrawlSettings
 from pipeline.storage import MongoStore, utcnow
 from pipeline.urls import Scope, normalise_url
 
-COUNTERS = ("discovered", "fetched", "stored", "failed", "retries", "capped", "lists", "lists_done", "lists_failed")
+COUNTERS = (
+    "discovered",
+    "fetched",
+    "stored",
+    "failed",
+    "retries",
+    "capped",
+    "lists",
+    "lists_done",
+    "lists_failed",
+    "queued",
+    "waiting",
+)
 COUNTERS_SKIPPED = ("skipped_invalid", "skipped_scope")
 
 
@@ -31,6 +43,7 @@ class CrawlOptions:
     max_depth: int
     max_pages: int
     scope: Scope
+    max_queued: int
 
     @classmethod
     def build(
@@ -52,6 +65,7 @@ class CrawlOptions:
             max_depth=defaults.max_depth if max_depth is None else max_depth,
             max_pages=defaults.max_pages if max_pages is None else max_pages,
             scope=cast(Scope, defaults.scope if scope is None else scope),
+            max_queued=defaults.max_queued,
         )
         if options.max_depth < 0:
             raise ValueError(f"max_depth must be 0 or more, got {options.max_depth}")
@@ -65,7 +79,7 @@ class CrawlOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CrawlOptions:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,14 +157,18 @@ async def start_crawl(store: MongoStore, frontier: Frontier, options: CrawlOptio
         }
     )
     await frontier.create(crawl_id, options.to_dict())
-    await frontier.register(crawl_id, [Discovery(options.start_url, "list", 0)], options.max_pages)
+    await frontier.register(
+        crawl_id, [Discovery(options.start_url, "list", 0)], max_pages=options.max_pages, max_queued=options.max_queued
+    )
     return crawl_id
 
 
 async def complete_crawl(store: MongoStore, frontier: Frontier, crawl_id: str) -> bool:
     """Copy the final counters to the crawl record and mark it done; True for the one caller that did."""
     counters = await frontier.counters(crawl_id)
-    return await store.finish_crawl(crawl_id, counters)
+    # Queue occupancy is live state, not a result: the last jobs are leaving the queue right now.
+    final = {k: v for k, v in counters.items() if k not in ("queued", "waiting", "max_queued")}
+    return await store.finish_crawl(crawl_id, final)
 
 
 async def crawl_status(store: MongoStore, frontier: Frontier, crawl_id: str) -> CrawlStatus | None:

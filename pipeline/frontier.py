@@ -1,18 +1,24 @@
 """The schedule stage: which URLs a crawl has seen, what is still pending, and the queue.
 
-A crawl's state lives in two Redis hashes: `urls` (each URL and its state: queued, stored or
-failed) and `stats` (counters). Discovery is one Lua script per page: it drops URLs the crawl
+A crawl's state lives in two Redis hashes: `urls` (each URL and its state: queued, parked,
+stored or failed) and `stats` (counters). Discovery is one Lua script per page: it drops URLs the crawl
 has already seen, applies `max_pages`, writes the arq jobs for the new ones and bumps the
 counters, atomically and in one round trip however many links the page carried. Because dedup
 and enqueue happen in the same step, a worker that dies between them cannot lose a URL.
 
-Finishing a URL is a second script that moves it from queued to stored/failed exactly once, so
+Backpressure: a crawl keeps at most `max_queued` jobs in Redis. URLs discovered past that are
+parked in a MongoDB backlog (`pipeline.backlog`) and queued again as the workers drain the
+queue, so a crawl of millions of URLs never floods Redis.
+
+Finishing a URL is a third script that moves it from queued to stored/failed exactly once, so
 counters stay exact however often a job is retried or re-run after a crash.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,9 +26,12 @@ from typing import Any, Literal
 
 from arq.constants import job_key_prefix
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from pipeline.serialization import serialize
 from pipeline.urls import url_digest
+
+log = logging.getLogger("pipeline.frontier")
 
 Kind = Literal["page", "list"]
 CRAWL_KEY_TTL_S = 7 * 24 * 3600
@@ -30,21 +39,38 @@ JOB_EXPIRES_MS = 24 * 3600 * 1000
 FETCH_PAGE = "fetch_page"
 CRAWL_LIST = "crawl"
 
+# Registering URLs. Each candidate is (member, kind, job id, payload). A new member is queued
+# (job written, state 'q') while the crawl has fewer than `max_queued` jobs in Redis, else parked
+# (state 'w') for the caller to write to the MongoDB backlog. Members already parked are
+# returned again, so a job that died before writing them can do it on its re-run.
 _REGISTER = """
 local urls, stats, queue = KEYS[1], KEYS[2], KEYS[3]
 local now, expires, max_pages, ttl, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local skipped_invalid, skipped_scope = tonumber(ARGV[6]), tonumber(ARGV[7])
+local skipped_invalid, skipped_scope, max_queued = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local discovered = tonumber(redis.call('HGET', stats, 'discovered') or '0')
-local new_pages, new_lists, capped = 0, 0, 0
-for i = 8, #ARGV, 4 do
+local queued = tonumber(redis.call('HGET', stats, 'queued') or '0')
+local new_pages, new_lists, capped, new_queued, new_waiting = 0, 0, 0, 0, 0
+local parked = {}
+for i = 9, #ARGV, 4 do
   local member, kind, job_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if redis.call('HEXISTS', urls, member) == 0 then
+  local state = redis.call('HGET', urls, member)
+  if state == 'w' then
+    table.insert(parked, member)
+  elseif not state then
     if kind == 'page' and discovered >= max_pages then
       capped = capped + 1
     else
-      redis.call('HSET', urls, member, 'q')
-      redis.call('PSETEX', prefix .. job_id, expires, payload)
-      redis.call('ZADD', queue, now, job_id)
+      if queued < max_queued then
+        redis.call('HSET', urls, member, 'q')
+        redis.call('PSETEX', prefix .. job_id, expires, payload)
+        redis.call('ZADD', queue, now, job_id)
+        queued = queued + 1
+        new_queued = new_queued + 1
+      else
+        redis.call('HSET', urls, member, 'w')
+        table.insert(parked, member)
+        new_waiting = new_waiting + 1
+      end
       if kind == 'page' then
         discovered = discovered + 1
         new_pages = new_pages + 1
@@ -59,23 +85,56 @@ if new_lists > 0 then redis.call('HINCRBY', stats, 'lists', new_lists) end
 if capped > 0 then redis.call('HINCRBY', stats, 'capped', capped) end
 if skipped_invalid > 0 then redis.call('HINCRBY', stats, 'skipped_invalid', skipped_invalid) end
 if skipped_scope > 0 then redis.call('HINCRBY', stats, 'skipped_scope', skipped_scope) end
+if new_queued > 0 then redis.call('HINCRBY', stats, 'queued', new_queued) end
+if new_waiting > 0 then redis.call('HINCRBY', stats, 'waiting', new_waiting) end
 if new_pages + new_lists > 0 then redis.call('HINCRBY', stats, 'pending', new_pages + new_lists) end
 redis.call('EXPIRE', urls, ttl)
 redis.call('EXPIRE', stats, ttl)
-return {new_pages, new_lists, capped}
+return {new_pages, new_lists, capped, parked}
 """
 
+# Moving parked members back into the queue (refill), up to the bound. Only members still
+# parked move, so concurrent refills of the same backlog documents queue each URL once.
+_PROMOTE = """
+local urls, stats, queue = KEYS[1], KEYS[2], KEYS[3]
+local now, expires, prefix, max_queued = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local queued = tonumber(redis.call('HGET', stats, 'queued') or '0')
+local promoted, examined = 0, 0
+for i = 5, #ARGV, 3 do
+  local member, job_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if queued + promoted >= max_queued then break end
+  examined = examined + 1
+  if redis.call('HGET', urls, member) == 'w' then
+    redis.call('HSET', urls, member, 'q')
+    redis.call('PSETEX', prefix .. job_id, expires, payload)
+    redis.call('ZADD', queue, now, job_id)
+    promoted = promoted + 1
+  end
+end
+if promoted > 0 then
+  redis.call('HINCRBY', stats, 'queued', promoted)
+  redis.call('HINCRBY', stats, 'waiting', -promoted)
+end
+return {promoted, examined}
+"""
+
+# Settling a member: queued -> stored/failed, once. Returns whether this call did it, and the
+# crawl's pending, queued and waiting counts. `queued` drops only when arq has removed the job
+# from the queue (`Departures`), so it counts exactly the crawl's jobs in Redis.
 _FINISH = """
 local urls, stats = KEYS[1], KEYS[2]
 local member, counter, state, fetched, retries = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-if redis.call('HGET', urls, member) ~= 'q' then
-  return {0, tonumber(redis.call('HGET', stats, 'pending') or '-1')}
+local changed = 0
+if redis.call('HGET', urls, member) == 'q' then
+  redis.call('HSET', urls, member, state)
+  redis.call('HINCRBY', stats, counter, 1)
+  if fetched ~= '0' then redis.call('HINCRBY', stats, 'fetched', 1) end
+  if retries ~= '0' then redis.call('HINCRBY', stats, 'retries', retries) end
+  redis.call('HINCRBY', stats, 'pending', -1)
+  changed = 1
 end
-redis.call('HSET', urls, member, state)
-redis.call('HINCRBY', stats, counter, 1)
-if fetched ~= '0' then redis.call('HINCRBY', stats, 'fetched', 1) end
-if retries ~= '0' then redis.call('HINCRBY', stats, 'retries', retries) end
-return {1, redis.call('HINCRBY', stats, 'pending', -1)}
+local values = redis.call('HMGET', stats, 'pending', 'queued', 'waiting')
+return {changed, tonumber(values[1] or '-1'), tonumber(values[2] or '0'), tonumber(values[3] or '0')}
 """
 
 
@@ -93,6 +152,17 @@ class RegisterResult:
     new_pages: int
     new_lists: int
     capped: int
+    parked: list[Discovery]
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What `Frontier.finish` learnt: whether this call settled the URL, and the crawl's state."""
+
+    changed: bool
+    pending: int
+    queued: int
+    waiting: int
 
 
 def job_id(crawl_id: str, kind: Kind, url: str) -> str:
@@ -106,13 +176,21 @@ def _member(kind: Kind, url: str) -> str:
     return url if kind == "page" else "L|" + url
 
 
+def _payload(crawl_id: str, item: Discovery, now_ms: int) -> bytes:
+    """An arq job record, written by our scripts exactly as `ArqRedis.enqueue_job` would."""
+    function = FETCH_PAGE if item.kind == "page" else CRAWL_LIST
+    return serialize({"t": None, "f": function, "a": [crawl_id, item.url, item.depth], "k": {}, "et": now_ms})
+
+
 class Frontier:
     """Per-crawl bookkeeping in Redis, shared by every worker and the API."""
 
     def __init__(self, redis: Redis, queue_name: str) -> None:
         self._redis = redis
+        self.redis = redis
         self.queue_name = queue_name
         self._register = redis.register_script(_REGISTER)
+        self._promote = redis.register_script(_PROMOTE)
         self._finish = redis.register_script(_FINISH)
 
     @staticmethod
@@ -123,7 +201,16 @@ class Frontier:
     async def create(self, crawl_id: str, options: Mapping[str, Any]) -> None:
         _, stats, meta = self._keys(crawl_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(stats, mapping={"pending": 0, "discovered": 0, "started_ms": int(time.time() * 1000)})
+            pipe.hset(
+                stats,
+                mapping={
+                    "pending": 0,
+                    "discovered": 0,
+                    "queued": 0,
+                    "waiting": 0,
+                    "max_queued": int(options.get("max_queued", 0)),
+                },
+            )
             pipe.set(meta, json.dumps(dict(options)), ex=CRAWL_KEY_TTL_S)
             pipe.expire(stats, CRAWL_KEY_TTL_S)
             await pipe.execute()
@@ -136,43 +223,57 @@ class Frontier:
         self,
         crawl_id: str,
         found: Iterable[Discovery],
-        max_pages: int,
         *,
+        max_pages: int,
+        max_queued: int,
         skipped_invalid: int = 0,
         skipped_scope: int = 0,
     ) -> RegisterResult:
-        """Queue every URL in `found` this crawl has not seen yet, in one round trip."""
+        """Queue the URLs in `found` this crawl has not seen yet, in one round trip.
+
+        Past `max_queued` jobs of this crawl in Redis, new URLs are parked instead: the result
+        lists them, and the caller must write them to the backlog (`pipeline.backlog`).
+        """
         urls, stats, _ = self._keys(crawl_id)
         now_ms = int(time.time() * 1000)
-        args: list[Any] = [
-            now_ms,
-            JOB_EXPIRES_MS,
-            max_pages,
-            CRAWL_KEY_TTL_S,
-            job_key_prefix,
-            skipped_invalid,
-            skipped_scope,
-        ]
-        unique: set[str] = set()
+        args: list[Any] = [now_ms, JOB_EXPIRES_MS, max_pages, CRAWL_KEY_TTL_S, job_key_prefix]
+        args += [skipped_invalid, skipped_scope, max_queued]
+        candidates: dict[str, Discovery] = {}
         for item in found:
             member = _member(item.kind, item.url)
-            if member in unique:
+            if member in candidates:
                 continue
-            unique.add(member)
-            function = FETCH_PAGE if item.kind == "page" else CRAWL_LIST
-            payload = serialize(
-                {"t": None, "f": function, "a": [crawl_id, item.url, item.depth], "k": {}, "et": now_ms}
-            )
-            args += [member, item.kind, job_id(crawl_id, item.kind, item.url), payload]
-        if len(args) == 7 and not (skipped_invalid or skipped_scope):
-            return RegisterResult(0, 0, 0)
-        new_pages, new_lists, capped = await self._register(keys=[urls, stats, self.queue_name], args=args)
-        return RegisterResult(int(new_pages), int(new_lists), int(capped))
+            candidates[member] = item
+            args += [member, item.kind, job_id(crawl_id, item.kind, item.url), _payload(crawl_id, item, now_ms)]
+        if not candidates and not (skipped_invalid or skipped_scope):
+            return RegisterResult(0, 0, 0, [])
+        new_pages, new_lists, capped, parked = await self._register(keys=[urls, stats, self.queue_name], args=args)
+        return RegisterResult(int(new_pages), int(new_lists), int(capped), [candidates[_text(m)] for m in parked])
+
+    async def promote(self, crawl_id: str, items: Iterable[Discovery], *, max_queued: int) -> tuple[int, int]:
+        """Queue parked URLs again, in order, up to the bound.
+
+        Returns how many moved and how many of `items` were dealt with (moved, or found already
+        queued); the rest did not fit.
+        """
+        urls, stats, _ = self._keys(crawl_id)
+        now_ms = int(time.time() * 1000)
+        args: list[Any] = [now_ms, JOB_EXPIRES_MS, job_key_prefix, max_queued]
+        for item in items:
+            args += [
+                _member(item.kind, item.url),
+                job_id(crawl_id, item.kind, item.url),
+                _payload(crawl_id, item, now_ms),
+            ]
+        if len(args) == 4:
+            return 0, 0
+        promoted, examined = await self._promote(keys=[urls, stats, self.queue_name], args=args)
+        return int(promoted), int(examined)
 
     async def finish(
         self, crawl_id: str, kind: Kind, url: str, *, stored: bool, fetched: bool, retries: int
-    ) -> tuple[bool, int]:
-        """Record a URL's final outcome once; returns (whether this call recorded it, URLs still pending).
+    ) -> Settled:
+        """Record a URL's final outcome once.
 
         `fetched` counts child pages that got a final HTTP response (stored, or failed with a status).
         """
@@ -181,19 +282,62 @@ class Frontier:
             counter = "stored" if stored else "failed"
         else:
             counter = "lists_done" if stored else "lists_failed"
-        changed, pending = await self._finish(
+        changed, pending, queued, waiting = await self._finish(
             keys=[urls, stats],
             args=[_member(kind, url), counter, "s" if stored else "f", int(fetched and kind == "page"), retries],
         )
-        return bool(changed), int(pending)
+        return Settled(bool(changed), int(pending), int(queued), int(waiting))
 
     async def counters(self, crawl_id: str) -> dict[str, int]:
         raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys(crawl_id)[1])  # type: ignore[misc]
         return {_text(k): int(v) for k, v in raw.items()}
 
-    async def queued_jobs(self) -> int:
-        return int(await self._redis.zcard(self.queue_name))
+    async def departed(self, counts: Mapping[str, int]) -> None:
+        """`counts[crawl_id]` of the crawl's jobs have left the queue for good."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for crawl_id, count in counts.items():
+                pipe.hincrby(self._keys(crawl_id)[1], "queued", -count)
+            await pipe.execute()
+
+    async def try_lock(self, name: str, seconds: float) -> bool:
+        """A short-lived lock (SET NX PX), for work one worker at a time should do."""
+        return bool(await self._redis.set(f"pipeline:lock:{name}", b"1", nx=True, px=int(seconds * 1000)))
+
+    async def unlock(self, name: str) -> None:
+        await self._redis.delete(f"pipeline:lock:{name}")
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class Departures:
+    """Counts jobs out of the queue once arq has removed them, batched per event-loop turn.
+
+    A job's queue entry outlives its work by a moment (arq deletes it after the function
+    returns); decrementing `queued` only then keeps the backpressure bound exact.
+    """
+
+    def __init__(self, frontier: Frontier) -> None:
+        self._frontier = frontier
+        self._counts: dict[str, int] = {}
+        self._flush: asyncio.Task[None] | None = None
+
+    def job_left(self, crawl_id: str) -> None:
+        self._counts[crawl_id] = self._counts.get(crawl_id, 0) + 1
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        await asyncio.sleep(0)  # other jobs ending in this turn join the batch
+        counts, self._counts = self._counts, {}
+        self._flush = None
+        try:
+            await self._frontier.departed(counts)
+        except RedisError as exc:
+            # The count drifts up by a few; the bound gets a little stricter, nothing is lost.
+            log.warning("could not record %d finished jobs: %s", sum(counts.values()), exc)
+
+    async def drain(self) -> None:
+        while self._flush is not None:
+            await self._flush

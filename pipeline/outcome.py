@@ -38,6 +38,7 @@ INFRA_MAX_DELAY_S = 30.0
 # our last attempt always runs and records the failure itself.
 ARQ_TRIES_HEADROOM = INFRA_EXTRA_TRIES + 3
 MAX_RETRY_AFTER_S = 3600.0
+SETTLED_CRAWL = "settled_crawl"
 
 
 class PermanentFailure(Exception):
@@ -112,11 +113,17 @@ def check_payload(crawl_id: Any, url: Any, depth: Any) -> tuple[str, str, int]:
 async def finish(
     res: Resources, crawl_id: str, kind: Kind, url: str, *, stored: bool, fetched: bool, attempt: Attempt
 ) -> None:
-    """Settle the URL in the frontier; the call that settles the crawl's last URL completes it."""
-    _, pending = await res.frontier.finish(
-        crawl_id, kind, url, stored=stored, fetched=fetched, retries=attempt.number - 1
-    )
-    if pending == 0 and await complete_crawl(res.store, res.frontier, crawl_id):
+    """Settle the URL in the frontier; the call that settles the crawl's last URL completes it.
+
+    Settling also drains the backlog: when the crawl's queue is down to half its bound and URLs
+    are parked, this job moves the oldest of them back into the queue.
+    """
+    settled = await res.frontier.finish(crawl_id, kind, url, stored=stored, fetched=fetched, retries=attempt.number - 1)
+    if settled.waiting > 0:
+        options = await res.crawl_options(crawl_id)
+        if settled.queued <= options.max_queued // 2:
+            await res.backlog.refill(crawl_id, options.max_queued - settled.queued, options.max_queued)
+    if settled.pending == 0 and await complete_crawl(res.store, res.frontier, crawl_id):
         log.info("crawl %s done", crawl_id)
 
 
@@ -150,6 +157,7 @@ async def settle(
     attempt = Attempt(int(ctx.get("job_try", 1)), res.settings.worker.max_tries)
     try:
         await _attempt(res, crawl_id, kind, url, attempt, work)
+        ctx[SETTLED_CRAWL] = crawl_id  # the job will leave the queue: see `after_job_end`
     except TRANSIENT as exc:
         # Even recording the outcome failed (database or Redis away): try the whole job again.
         delay = backoff_delay(attempt.number, res.settings.fetch.retry_base_delay, res.settings.fetch.retry_max_delay)

@@ -14,6 +14,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
+from pipeline.backlog import Backlog
 from pipeline.blobs import BlobStore, FileBlobStore, S3BlobStore
 from pipeline.crawls import CrawlOptions
 from pipeline.crunch import CpuPool
@@ -35,6 +36,7 @@ class Resources:
     fetcher: Fetcher
     limiter: HostLimiter
     cpu: CpuPool
+    backlog: Backlog
     _stack: AsyncExitStack
     _options: OrderedDict[str, CrawlOptions] = field(default_factory=OrderedDict)
 
@@ -114,9 +116,13 @@ async def open_resources(settings: Settings, redis: Redis) -> Resources:
         limiter = HostLimiter(settings.fetch.concurrency, settings.fetch.per_host)
         cpu = CpuPool(settings.cpu_processes, settings.cpu_max_in_flight, settings.cpu.timeout)
         stack.callback(cpu.close)
+        frontier = Frontier(redis, settings.redis.queue)
+        backlog = Backlog(store.db["backlog"], frontier)
+        await backlog.ensure_indexes()
         resources = Resources(
             settings=settings,
-            frontier=Frontier(redis, settings.redis.queue),
+            frontier=frontier,
+            backlog=backlog,
             store=store,
             blobs=blobs,
             fetcher=Fetcher(session, limiter, settings.fetch),

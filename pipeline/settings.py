@@ -90,6 +90,7 @@ class CrawlSettings:
     max_depth: int = _setting(1, min=0)
     max_pages: int = _setting(100_000, min=1)
     scope: str = _setting("host", choices=("host", "domain", "any"))
+    max_queued: int = _setting(10_000, min=10)
 
 
 @dataclass(frozen=True)

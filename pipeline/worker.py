@@ -9,6 +9,7 @@ configured, and installs uvloop's event loop policy, because arq takes its loop 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from typing import Any
@@ -23,9 +24,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs import crawl, fetch_page
+from pipeline.backlog import sweep_forever
 from pipeline.embedded import resolve_services
+from pipeline.frontier import Departures
 from pipeline.lease import Leases
-from pipeline.outcome import ARQ_TRIES_HEADROOM
+from pipeline.outcome import ARQ_TRIES_HEADROOM, SETTLED_CRAWL
 from pipeline.resources import open_resources
 from pipeline.serialization import deserialize, serialize
 from pipeline.settings import ConfigError, Settings, load_settings
@@ -49,8 +52,10 @@ def redis_settings(settings: Settings) -> RedisSettings:
 async def on_startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     ctx["pipeline"] = await open_resources(settings, ctx["redis"])
+    ctx["departures"] = Departures(ctx["pipeline"].frontier)
     ctx["leases"] = leases = Leases(ctx["redis"], settings.worker.lease)
     leases.start()
+    ctx["sweeper"] = asyncio.create_task(sweep_forever(ctx["pipeline"].backlog), name="pipeline-backlog-sweeper")
     log.info(
         "pipeline worker ready: %d jobs, fetch concurrency %d (%d per host), %d CPU processes",
         settings.worker.max_jobs,
@@ -66,12 +71,23 @@ async def on_job_start(ctx: dict[str, Any]) -> None:
 
 async def after_job_end(ctx: dict[str, Any]) -> None:
     ctx["leases"].job_ended(ctx["job_id"])
+    crawl_id = ctx.get(SETTLED_CRAWL)
+    if crawl_id is not None:
+        ctx["departures"].job_left(crawl_id)
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
+    sweeper = ctx.pop("sweeper", None)
+    if sweeper is not None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
     leases = ctx.pop("leases", None)
     if leases is not None:
         await leases.stop()
+    departures = ctx.pop("departures", None)
+    if departures is not None:
+        await departures.drain()
     resources = ctx.pop("pipeline", None)
     if resources is not None:
         await resources.close()

@@ -59,3 +59,41 @@ async def test_paginated_crawl_stores_every_page_once(settings: Settings, s3_cli
     for path, count in hits.items():
         if path.startswith("/page/"):
             assert count == (2 if path in flaky else 1), path
+
+
+async def test_discovery_never_floods_the_queue(settings: Settings) -> None:
+    """The 200k-task backlog: a crawl keeps at most `max_queued` jobs in Redis, the rest in MongoDB."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    settings = settings.replace(crawl={"max_queued": 25}, worker={"max_jobs": 10})
+    config = SiteConfig(pages=600, per_list_page=200, latency_ms=2, links_per_page=0)
+    peak = 0
+
+    async def sample(redis: Redis) -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, int(await redis.zcard(settings.redis.queue)))
+            await asyncio.sleep(0.005)
+
+    redis = Redis.from_url(settings.redis.url)
+    sampler = asyncio.create_task(sample(redis))
+    try:
+        with ThreadedSite(config) as site:
+            status = await crawl_to_completion(settings, site.base_url + "/list")
+        live = await redis.hmget(f"pipeline:crawl:{status.crawl_id}:stats", ["queued", "waiting"])
+    finally:
+        sampler.cancel()
+        await redis.aclose()
+
+    assert status.done and status.stored == 600
+    assert 0 < peak <= 25
+    assert live == [b"0", b"0"]
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)
+    try:
+        db = client[settings.mongo.db]
+        assert await db.backlog.count_documents({}) == 0
+        assert await db.pages.count_documents({"crawl_id": status.crawl_id}) == 600
+    finally:
+        await client.close()
