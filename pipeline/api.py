@@ -17,9 +17,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from pipeline.connections import mongo_client, redis_client
 from pipeline.crawls import CrawlOptions, CrawlStatus, crawl_status, start_crawl
 from pipeline.frontier import Frontier
-from pipeline.resources import mongo_client
 from pipeline.settings import ConfigError, Settings, load_settings
 from pipeline.storage import Document, MongoStore
 
@@ -55,9 +55,7 @@ class Pipeline:
     async def connect(self) -> None:
         if self._redis is not None:
             return
-        self._redis = Redis.from_url(
-            self.settings.redis.url, socket_connect_timeout=self.settings.redis.connect_timeout
-        )
+        self._redis = redis_client(self.settings)
         self._mongo = mongo_client(self.settings)
         self._store = MongoStore(self._mongo, self.settings.mongo.db, 1, 0)
         self._frontier = Frontier(self._redis, self.settings.redis.queue)

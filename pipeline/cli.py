@@ -19,6 +19,7 @@ from typing import TextIO
 import uvloop
 
 from pipeline.api import CrawlNotFound, Pipeline
+from pipeline.connections import redis_client
 from pipeline.crawls import CrawlStatus
 from pipeline.embedded import needs_embedded, resolve_services
 from pipeline.parse import InvalidSelector
@@ -126,9 +127,7 @@ async def in_process_worker(settings: Settings) -> AsyncIterator[None]:
 
 
 async def worker_alive(pipeline: Pipeline) -> bool:
-    from redis.asyncio import Redis
-
-    redis = Redis.from_url(pipeline.settings.redis.url)
+    redis = redis_client(pipeline.settings)
     try:
         return bool(await redis.exists(pipeline.settings.redis.queue + ":health-check"))
     finally:

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from pipeline.crawls import CrawlOptions
 from pipeline.crunch import fingerprint
 from pipeline.fetch import Response
-from pipeline.outcome import PermanentFailure
+from pipeline.outcome import TRANSIENT, PermanentFailure
 from pipeline.parse import ParsedPage, decode_html, parse_html
 from pipeline.resources import Resources
+from pipeline.settings import Settings
 from pipeline.storage import Document, utcnow
+
+T = TypeVar("T")
 
 
 async def _fetch_ok(res: Resources, url: str) -> Response:
@@ -48,7 +54,7 @@ async def fetch_and_store(res: Resources, crawl_id: str, url: str, depth: int, a
     response = await _fetch_ok(res, url)
     parsed = _parse(response, options, with_next=False)
     sha256 = hashlib.sha256(response.body).hexdigest()
-    put = res.blobs.put(sha256, response.body, response.content_type)
+    put = ride_out(lambda: res.blobs.put(sha256, response.body, response.content_type), res.settings)
     if parsed is not None and parsed.text:
         # The blob upload and the CPU stage overlap: neither waits for the other.
         blob_key, crunched = await asyncio.gather(put, res.cpu.run(fingerprint, parsed.text))
@@ -56,8 +62,26 @@ async def fetch_and_store(res: Resources, crawl_id: str, url: str, depth: int, a
         blob_key, crunched = await put, {}
     document = page_document(crawl_id, depth, attempt, response, sha256, blob_key, res.blobs.location, parsed, crunched)
     document["timings"]["total_ms"] = round((asyncio.get_running_loop().time() - started) * 1000, 2)
-    await res.store.save_page(document)
+    await ride_out(lambda: res.store.save_page(document), res.settings)
     return parsed
+
+
+async def ride_out(write: Callable[[], Awaitable[T]], settings: Settings) -> T:
+    """Retry a write to our own storage in place for `storage.retry_window` seconds.
+
+    A page already downloaded is not fetched again just because MongoDB or S3 blinked: the
+    write is retried here, with backoff, before the job gives up and is retried as a whole.
+    """
+    deadline = time.monotonic() + settings.storage.retry_window
+    delay = 0.1
+    while True:
+        try:
+            return await write()
+        except TRANSIENT:
+            if time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 2.0)
 
 
 def page_document(

@@ -11,18 +11,18 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from pipeline.backlog import Backlog
 from pipeline.blobs import BlobStore, FileBlobStore, S3BlobStore
+from pipeline.connections import mongo_client
 from pipeline.crawls import CrawlOptions
 from pipeline.crunch import CpuPool
 from pipeline.fetch import Fetcher, create_session
 from pipeline.frontier import Frontier
 from pipeline.limits import HostLimiter
 from pipeline.settings import Settings
-from pipeline.storage import Document, MongoStore
+from pipeline.storage import MongoStore
 
 _OPTIONS_CACHE_SIZE = 256
 
@@ -60,15 +60,6 @@ class Resources:
 
     async def close(self) -> None:
         await self._stack.aclose()
-
-
-def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
-    return AsyncMongoClient(
-        settings.mongo.url,
-        serverSelectionTimeoutMS=int(settings.mongo.server_selection_timeout * 1000),
-        tz_aware=True,
-        connect=False,
-    )
 
 
 async def open_blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:

@@ -32,6 +32,8 @@ class RedisSettings:
     url: str = _setting("")  # empty: embedded redis-server under storage.data_dir
     queue: str = _setting("pipeline:queue")
     connect_timeout: float = _setting(5.0, min=0.1)
+    tls_ca_file: str = _setting("")  # CA bundle for rediss:// (empty: the system's)
+    tls_verify: bool = _setting(True)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class StorageSettings:
     data_dir: str = _setting("./pipeline-data")
     batch_size: int = _setting(100, min=1)
     batch_delay_ms: float = _setting(5.0, min=0)
+    retry_window: float = _setting(30.0, min=0)
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,12 @@ from typing import Any
 
 import uvloop
 from arq import func
-from arq.connections import RedisSettings
 from arq.worker import Worker
-from redis.asyncio.retry import Retry as RedisRetry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from jobs import crawl, fetch_page
 from pipeline.backlog import sweep_forever
+from pipeline.connections import arq_redis_settings
 from pipeline.embedded import resolve_services
 from pipeline.frontier import Departures
 from pipeline.lease import Leases
@@ -34,19 +31,6 @@ from pipeline.serialization import deserialize, serialize
 from pipeline.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("pipeline.worker")
-# With a 2 s cap on the backoff, about 40 s of Redis being away is ridden out.
-REDIS_COMMAND_RETRIES = 20
-
-
-def redis_settings(settings: Settings) -> RedisSettings:
-    """arq's connection settings; commands ride out a Redis restart instead of killing the worker."""
-    redis = RedisSettings.from_dsn(settings.redis.url)
-    redis.conn_timeout = max(1, int(settings.redis.connect_timeout))
-    redis.conn_retries = 30
-    redis.conn_retry_delay = 1
-    redis.retry_on_error = [RedisConnectionError, RedisTimeoutError]
-    redis.retry = RedisRetry(ExponentialBackoff(cap=2.0, base=0.1), REDIS_COMMAND_RETRIES)
-    return redis
 
 
 async def on_startup(ctx: dict[str, Any]) -> None:
@@ -108,7 +92,7 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
             func(fetch_page, name="fetch_page", max_tries=tries, timeout=arq_timeout, keep_result=worker.keep_result),
         ],
         "queue_name": settings.redis.queue,
-        "redis_settings": redis_settings(settings),
+        "redis_settings": arq_redis_settings(settings),
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "on_job_start": on_job_start,
@@ -129,8 +113,49 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return kwargs
 
 
+class ResilientWorker(Worker):
+    """arq's worker, made to ride out a Redis restart.
+
+    arq's poll claims jobs inside WATCH transactions, and redis-py turns a connection lost while
+    watching into `WatchError` without retrying it, which ends arq's main loop and the worker
+    with it. This worker backs off and polls again instead. `pipeline worker` runs it;
+    `arq pipeline.WorkerSettings` runs arq's own class, which needs a supervisor that restarts
+    it (running jobs are not lost either way: their leases lapse and another worker runs them).
+    """
+
+    _redis_failures = 0
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # arq takes a job slot before its claim transaction and gives it back only on the
+        # outcomes it expects; a connection lost mid-claim would leak the slot for good, and
+        # after `max_jobs` such losses the worker would never take a job again.
+        for raw_id in job_ids:
+            if self.job_counter >= self.max_jobs:
+                return
+            job_id = raw_id.decode()
+            task_before = self.tasks.get(job_id)
+            try:
+                await super().start_jobs([raw_id])
+            except (RedisError, OSError):
+                if self.tasks.get(job_id) is task_before:
+                    self.job_counter -= 1
+                    self.sem.release()
+                raise
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            self._redis_failures += 1
+            delay = min(5.0, 0.1 * 2**self._redis_failures)
+            log.warning("Redis unavailable (%s: %s); polling again in %.1fs", type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+        else:
+            self._redis_failures = 0
+
+
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
-    return Worker(**worker_kwargs(settings, **overrides))
+    return ResilientWorker(**worker_kwargs(settings, **overrides))
 
 
 def load_worker_settings() -> type:

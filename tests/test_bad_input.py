@@ -8,16 +8,16 @@ import pytest
 from arq.connections import create_pool
 
 from pipeline.api import Pipeline
+from pipeline.connections import arq_redis_settings
 from pipeline.serialization import deserialize, serialize
 from pipeline.settings import Settings
 from pipeline.urls import InvalidURL
-from pipeline.worker import redis_settings
 from tests.helpers import StaticSite, run_burst_worker
 
 
 async def test_invalid_job_payloads_fail_alone(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     redis = await create_pool(
-        redis_settings(settings),
+        arq_redis_settings(settings),
         job_serializer=serialize,
         job_deserializer=deserialize,
         default_queue_name=settings.redis.queue,

@@ -1,0 +1,74 @@
+"""Clients for Redis and MongoDB, configured the same way wherever they are made.
+
+Workers, the API and the CLI all connect through here, so TLS, credentials and retry policy
+are decided once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq.connections import RedisSettings
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pipeline.settings import Settings
+from pipeline.storage import Document
+
+# With a 2 s cap on the backoff, about 40 s of Redis being away is ridden out.
+REDIS_COMMAND_RETRIES = 20
+
+
+# redis-py retries only its own exception types by default; a refused or reset connection
+# surfaces as the builtin ConnectionError (an OSError) while reconnecting and must count too.
+RETRIED_ERRORS: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError]
+
+
+def _redis_retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=2.0, base=0.1), REDIS_COMMAND_RETRIES)
+
+
+def _tls_options(settings: Settings) -> dict[str, Any]:
+    if not settings.redis.url.startswith("rediss://"):
+        return {}
+    return {
+        "ssl_ca_certs": settings.redis.tls_ca_file or None,
+        "ssl_cert_reqs": "required" if settings.redis.tls_verify else "none",
+    }
+
+
+def arq_redis_settings(settings: Settings) -> RedisSettings:
+    """arq's connection settings; commands ride out a Redis restart instead of killing the worker."""
+    redis = RedisSettings.from_dsn(settings.redis.url)
+    redis.conn_timeout = max(1, int(settings.redis.connect_timeout))
+    redis.conn_retries = 30
+    redis.conn_retry_delay = 1
+    redis.retry_on_error = list(RETRIED_ERRORS)
+    redis.retry = _redis_retry()
+    for name, value in _tls_options(settings).items():
+        setattr(redis, name, value)
+    return redis
+
+
+def redis_client(settings: Settings) -> Redis:
+    client: Redis = Redis.from_url(
+        settings.redis.url,
+        socket_connect_timeout=settings.redis.connect_timeout,
+        retry=_redis_retry(),
+        retry_on_error=list(RETRIED_ERRORS),
+        **_tls_options(settings),
+    )
+    return client
+
+
+def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
+    return AsyncMongoClient(
+        settings.mongo.url,
+        serverSelectionTimeoutMS=int(settings.mongo.server_selection_timeout * 1000),
+        tz_aware=True,
+        connect=False,
+    )
