@@ -17,12 +17,15 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TextIO
 
 import uvloop
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
 
 from pipeline.api import CrawlNotFound, Pipeline
-from pipeline.connections import redis_client
+from pipeline.connections import redact, redis_client
 from pipeline.crawls import CrawlStatus
 from pipeline.embedded import needs_embedded, resolve_services
 from pipeline.parse import InvalidSelector
+from pipeline.services import ServiceError
 from pipeline.settings import ConfigError, Settings, load_settings
 from pipeline.urls import InvalidURL, normalise_url
 
@@ -84,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pipeline: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (RedisError, PyMongoError, ServiceError, OSError) as exc:
+        print(f"pipeline: cannot reach a service: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,6 +6,7 @@ are decided once.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -18,6 +19,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.settings import Settings
 from pipeline.storage import Document
+
+_USERINFO = re.compile(r"(\w+://)[^/@\s]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with the credentials of any URL in it replaced: safe for logs and messages."""
+    return _USERINFO.sub(r"\1***@", text)
+
 
 # With a 2 s cap on the backoff, about 40 s of Redis being away is ridden out.
 REDIS_COMMAND_RETRIES = 20

@@ -108,14 +108,14 @@ class CpuPool:
         async with self._slots:
             executor = self._executor
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(executor, fn, *args)
             try:
+                # Inside the try: submitting to a pool whose child just died raises at once.
+                future = loop.run_in_executor(executor, fn, *args)
                 return await asyncio.wait_for(future, self.timeout)
             except TimeoutError:
                 self._rebuild(executor)
-                raise CpuTimeout(
-                    f"{getattr(fn, '__name__', fn)} ran past {self.timeout:g}s; its process was killed"
-                ) from None
+                name = getattr(fn, "__name__", fn)
+                raise CpuTimeout(f"{name} ran past {self.timeout:g}s; its process was killed") from None
             except BrokenProcessPool:
                 self._rebuild(executor)
                 raise CpuPoolBroken(f"a pool process died while running {getattr(fn, '__name__', fn)}") from None

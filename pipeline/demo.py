@@ -12,6 +12,7 @@ import time
 
 from pipeline.api import Pipeline
 from pipeline.cli import Progress, in_process_worker, services
+from pipeline.connections import redact
 from pipeline.settings import Settings
 from pipeline.site import SiteConfig, ThreadedSite
 
@@ -39,7 +40,7 @@ async def run_demo(settings: Settings, *, pages: int, latency_ms: float, as_json
             report = {
                 **status.to_dict(),
                 "pages_per_s": round(status.stored / elapsed, 1) if elapsed else 0.0,
-                "mongo": f"{_redact(resolved.mongo.url)} database {resolved.mongo.db!r}",
+                "mongo": f"{redact(resolved.mongo.url)} database {resolved.mongo.db!r}",
                 "bodies": sample[0]["blob_store"] if sample else None,
                 "site_requests": sum(site.site.hits.values()),
             }
@@ -57,10 +58,3 @@ async def run_demo(settings: Settings, *, pages: int, latency_ms: float, as_json
             print(f"  failed: {failure['url']}: {failure['error']}")
         print(f"\nsee it again with: pipeline status {crawl_id}")
     return 0 if status.done and status.stored > 0 else 1
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest

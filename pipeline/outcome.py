@@ -199,12 +199,20 @@ async def _attempt(
         reason, status, retry_after = exc.reason, exc.status, exc.retry_after
     except TimeoutError:
         reason = f"job ran past {settings.worker.job_timeout:g}s"
+    except (InvalidPayload, Retry):
+        raise
     except TRANSIENT as exc:
         reason = f"{type(exc).__name__}: {exc}"
         if not attempt.last_for_infrastructure:
             delay = backoff_delay(attempt.number, settings.fetch.retry_base_delay, INFRA_MAX_DELAY_S)
             log.warning("retrying %s in %.1fs (attempt %d): %s", url, delay, attempt.number, reason)
             raise Retry(defer=delay) from None
+    except Exception as exc:
+        # Not a fault we know: a bug, or a library failing in a new way. The traceback goes to
+        # the log, and the URL is retried and finally recorded like any other failure, never
+        # dropped by arq.
+        log.exception("unexpected error on %s (attempt %d)", url, attempt.number)
+        reason = f"internal error: {type(exc).__name__}: {exc}"
     if attempt.last:
         await _record_failure(res, crawl_id, kind, url, reason, status, attempt)
         return

@@ -143,3 +143,31 @@ async def test_sigterm_finishes_running_jobs_and_exits_cleanly(
     await assert_each_page_once(settings, crawl_id, expected, s3_client)
     # The grace period let running jobs finish: nothing was fetched twice.
     assert all(n == 1 for p, n in hits.items() if p.startswith("/page/")), hits
+
+
+async def test_killed_cpu_process_is_replaced_and_its_jobs_retried(settings: Settings) -> None:
+    import os
+    import signal as signals
+
+    from pipeline.worker import build_worker
+
+    config = SiteConfig(pages=150, per_list_page=150, latency_ms=20)
+    with ThreadedSite(config) as site:
+        async with Pipeline(settings) as pipeline:
+            crawl_id = await pipeline.crawl(site.base_url + "/list")
+            worker = build_worker(settings, handle_signals=False)
+            running = asyncio.create_task(worker.async_run())
+            try:
+                await wait_until(lambda: _at_least(settings, crawl_id, 20), timeout=60)
+                cpu = worker.ctx["pipeline"].cpu
+                victims = cpu.pids()
+                assert victims
+                for victim in victims:
+                    os.kill(victim, signals.SIGKILL)
+                status = await pipeline.wait(crawl_id, timeout=60)
+                rebuilds = cpu.rebuilds
+            finally:
+                await worker.close()
+                running.cancel()
+    assert status.done and status.failed == 0 and status.stored == config.pages
+    assert rebuilds >= 1

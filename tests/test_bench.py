@@ -1,0 +1,67 @@
+"""The benchmark runs end to end: `python -m bench.run --workload smoke` crawls, measures and verifies.
+
+No timing is asserted (this machine's speed is not the code's), only that every run produced a
+complete, verified result line, so the benchmark cannot rot unnoticed between measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIELDS = {
+    "workload",
+    "subject",
+    "workers",
+    "pages",
+    "expected_pages",
+    "verified",
+    "wall_s",
+    "pages_per_s",
+    "pipeline_cpu_s",
+    "cpu_ms_per_page",
+    "services_cpu_s",
+    "peak_rss_mb",
+    "peak_pss_mb",
+    "site_requests",
+    "site_duplicates",
+    "site_max_in_flight",
+    "site_mean_in_flight",
+    "in_flight_estimate",
+    "configured_concurrency",
+    "machine",
+    "versions",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_smoke_workload_runs_and_verifies(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    command = [sys.executable, "-m", "bench.run", "--workload", "smoke", "--out", str(out), "--logs", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=170)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(line["subject"], line["workers"]) for line in lines] == [
+        ("floor-bulk", 1),
+        ("floor-single", 1),
+        ("pipeline", 1),
+    ]
+    assert out.read_text().splitlines() == result.stdout.splitlines()
+    for line in lines:
+        assert not FIELDS - line.keys(), FIELDS - line.keys()
+        assert line["verified"] is True, line
+        assert line["pages"] == line["expected_pages"] == 200
+        assert line["site_requests"] == line["expected_requests"]
+        assert line["site_duplicates"] == 0
+        assert line["pipeline_cpu_s"] > 0 and line["peak_rss_mb"] > 0
+        assert set(line["services_cpu_s"]) == {"redis", "mongo", "s3", "site"}
+    pipeline = lines[-1]
+    assert pipeline["cpu_ratio_to_floor"] is not None
+    assert pipeline["crawl_counters"]["stored"] == 200
