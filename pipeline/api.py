@@ -83,8 +83,12 @@ class Pipeline:
         next_selector: str | None = None,
         link_selector: str | None = None,
         scope: str | None = None,
+        on_complete: list[str] | None = None,
     ) -> str:
         """Queue a crawl of `start_url` (a list page) and return its id.
+
+        `on_complete` names jobs to run once when the crawl is done (default `[crawl].on_complete`);
+        each must be registered in the workers (`worker.functions`).
 
         Raises `InvalidURL` for a URL that is not http(s) and `ValueError` for bad options, before
         anything is queued.
@@ -98,6 +102,7 @@ class Pipeline:
             next_selector=next_selector,
             link_selector=link_selector,
             scope=scope,
+            on_complete=on_complete,
         )
         return await start_crawl(store, frontier, options)
 

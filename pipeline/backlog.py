@@ -65,6 +65,8 @@ class Backlog:
                         "url": item.url,
                         "kind": item.kind,
                         "depth": item.depth,
+                        "function": item.function,
+                        "extra": item.extra,
                         "seq": seq + index,
                     }
                 },
@@ -84,7 +86,10 @@ class Backlog:
             if not documents:
                 await self._frontier.redis.srem(BACKLOGGED_SET, crawl_id)  # type: ignore[misc]
                 return 0
-            items = [Discovery(d["url"], d["kind"], int(d["depth"])) for d in documents]
+            items = [
+                Discovery(d["url"], d["kind"], int(d["depth"]), d.get("function", ""), d.get("extra"))
+                for d in documents
+            ]
             moved, examined = await self._frontier.promote(crawl_id, items, max_queued=max_queued)
             # Deleted after promotion: a crash in between leaves documents whose URLs are already
             # queued, which the next refill skips and deletes. Documents the bound kept out stay.

@@ -44,6 +44,11 @@ class CrawlOptions:
     max_pages: int
     scope: Scope
     max_queued: int
+    list_job: str = "crawl"
+    item_job: str = "fetch_page"
+    on_complete: tuple[str, ...] = ()
+    schedule: str | None = None
+    conditional: bool = False
 
     @classmethod
     def build(
@@ -56,6 +61,11 @@ class CrawlOptions:
         next_selector: str | None = None,
         link_selector: str | None = None,
         scope: str | None = None,
+        on_complete: tuple[str, ...] | list[str] | None = None,
+        list_job: str = "crawl",
+        item_job: str = "fetch_page",
+        schedule: str | None = None,
+        conditional: bool = False,
     ) -> CrawlOptions:
         """Validated options; raises `ValueError` (`InvalidURL` for the URL) with a clear message."""
         options = cls(
@@ -66,6 +76,11 @@ class CrawlOptions:
             max_pages=defaults.max_pages if max_pages is None else max_pages,
             scope=cast(Scope, defaults.scope if scope is None else scope),
             max_queued=defaults.max_queued,
+            list_job=list_job,
+            item_job=item_job,
+            on_complete=tuple(defaults.on_complete if on_complete is None else on_complete),
+            schedule=schedule,
+            conditional=conditional,
         )
         if options.max_depth < 0:
             raise ValueError(f"max_depth must be 0 or more, got {options.max_depth}")
@@ -79,7 +94,9 @@ class CrawlOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CrawlOptions:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        fields["on_complete"] = tuple(fields.get("on_complete", ()))
+        return cls(**fields)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,6 +155,10 @@ def _aware(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def completion_job_id(crawl_id: str, name: str) -> str:
+    return f"done:{crawl_id}:{name}"
+
+
 def new_crawl_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -157,14 +178,20 @@ async def start_crawl(store: MongoStore, frontier: Frontier, options: CrawlOptio
         }
     )
     await frontier.create(crawl_id, options.to_dict())
-    await frontier.register(
-        crawl_id, [Discovery(options.start_url, "list", 0)], max_pages=options.max_pages, max_queued=options.max_queued
-    )
+    start = Discovery(options.start_url, "list", 0, options.list_job)
+    await frontier.register(crawl_id, [start], max_pages=options.max_pages, max_queued=options.max_queued)
     return crawl_id
 
 
-async def complete_crawl(store: MongoStore, frontier: Frontier, crawl_id: str) -> bool:
-    """Copy the final counters to the crawl record and mark it done; True for the one caller that did."""
+async def complete_crawl(store: MongoStore, frontier: Frontier, crawl_id: str, options: CrawlOptions) -> bool:
+    """Queue the completion jobs, copy the final counters and mark the crawl done.
+
+    True for the one caller that marked it. The completion jobs are queued first, under ids
+    derived from the crawl, so a caller that dies in between is simply repeated (by its job's
+    retry) without queueing anything twice; each completion job records that it ran.
+    """
+    for name in options.on_complete:
+        await frontier.enqueue_once(name, [crawl_id], completion_job_id(crawl_id, name))
     counters = await frontier.counters(crawl_id)
     # Queue occupancy is live state, not a result: the last jobs are leaving the queue right now.
     final = {k: v for k, v in counters.items() if k not in ("queued", "waiting", "max_queued")}

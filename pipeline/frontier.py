@@ -121,6 +121,16 @@ return {promoted, examined}
 # Settling a member: queued -> stored/failed, once. Returns whether this call did it, and the
 # crawl's pending, queued and waiting counts. `queued` drops only when arq has removed the job
 # from the queue (`Departures`), so it counts exactly the crawl's jobs in Redis.
+# Queueing a job unless a job with that id exists (or existed: its marker outlives it).
+_ENQUEUE_ONCE = """
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[4]) then
+  redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[5])
+  return 1
+end
+return 0
+"""
+
 _FINISH = """
 local urls, stats = KEYS[1], KEYS[2]
 local member, counter, state, fetched, retries = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -140,11 +150,21 @@ return {changed, tonumber(values[1] or '-1'), tonumber(values[2] or '0'), tonumb
 
 @dataclass(frozen=True)
 class Discovery:
-    """A URL found by a crawl, to be fetched as a child page or walked as a list page."""
+    """A URL found by a crawl, to be fetched as a child page or walked as a list page.
+
+    `function` is the job that will handle it (its pipeline's list or item job); `extra`, if
+    given, is passed to that job as a last argument (e.g. the validators of a conditional GET).
+    """
 
     url: str
     kind: Kind
     depth: int
+    function: str = ""
+    extra: dict[str, Any] | None = None
+
+    @property
+    def job_function(self) -> str:
+        return self.function or (FETCH_PAGE if self.kind == "page" else CRAWL_LIST)
 
 
 @dataclass(frozen=True)
@@ -178,8 +198,10 @@ def _member(kind: Kind, url: str) -> str:
 
 def _payload(crawl_id: str, item: Discovery, now_ms: int) -> bytes:
     """An arq job record, written by our scripts exactly as `ArqRedis.enqueue_job` would."""
-    function = FETCH_PAGE if item.kind == "page" else CRAWL_LIST
-    return serialize({"t": None, "f": function, "a": [crawl_id, item.url, item.depth], "k": {}, "et": now_ms})
+    args: list[Any] = [crawl_id, item.url, item.depth]
+    if item.extra is not None:
+        args.append(item.extra)
+    return serialize({"t": None, "f": item.job_function, "a": args, "k": {}, "et": now_ms})
 
 
 class Frontier:
@@ -192,6 +214,7 @@ class Frontier:
         self._register = redis.register_script(_REGISTER)
         self._promote = redis.register_script(_PROMOTE)
         self._finish = redis.register_script(_FINISH)
+        self._enqueue_once = redis.register_script(_ENQUEUE_ONCE)
 
     @staticmethod
     def _keys(crawl_id: str) -> tuple[str, str, str]:
@@ -291,6 +314,14 @@ class Frontier:
     async def counters(self, crawl_id: str) -> dict[str, int]:
         raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys(crawl_id)[1])  # type: ignore[misc]
         return {_text(k): int(v) for k, v in raw.items()}
+
+    async def enqueue_once(self, function: str, args: list[Any], job_id: str, queue: str | None = None) -> bool:
+        """Queue `function(ctx, *args)` under `job_id` unless that id was ever queued before."""
+        now_ms = int(time.time() * 1000)
+        payload = serialize({"t": None, "f": function, "a": args, "k": {}, "et": now_ms})
+        keys = [job_key_prefix + job_id, queue or self.queue_name, f"pipeline:once:{job_id}"]
+        queued = await self._enqueue_once(keys=keys, args=[now_ms, JOB_EXPIRES_MS, payload, CRAWL_KEY_TTL_S, job_id])
+        return bool(queued)
 
     async def departed(self, counts: Mapping[str, int]) -> None:
         """`counts[crawl_id]` of the crawl's jobs have left the queue for good."""

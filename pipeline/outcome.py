@@ -123,7 +123,9 @@ async def finish(
         options = await res.crawl_options(crawl_id)
         if settled.queued <= options.max_queued // 2:
             await res.backlog.refill(crawl_id, options.max_queued - settled.queued, options.max_queued)
-    if settled.pending == 0 and await complete_crawl(res.store, res.frontier, crawl_id):
+    if settled.pending == 0 and await complete_crawl(
+        res.store, res.frontier, crawl_id, await res.crawl_options(crawl_id)
+    ):
         log.info("crawl %s done", crawl_id)
 
 

@@ -21,6 +21,7 @@ from pipeline.parse import ParsedPage, decode_html, parse_html
 from pipeline.resources import Resources
 from pipeline.settings import Settings
 from pipeline.storage import Document, utcnow
+from pipeline.urls import url_host
 
 T = TypeVar("T")
 
@@ -98,6 +99,7 @@ def page_document(
     """The `pages` document: one per URL, overwritten by the latest crawl that stored it."""
     document: Document = {
         "url": response.url,
+        "host": url_host(response.url),
         "crawl_id": crawl_id,
         "depth": depth,
         "status": response.status,

@@ -70,6 +70,8 @@ class WorkerSettingsSection:
     keep_result: float = _setting(0.0, min=0)
     lease: float = _setting(10.0, min=1)
     shutdown_grace: float = _setting(20.0, min=0)
+    # Extra job functions (yours), as "package.module:function", registered in every worker.
+    functions: tuple[str, ...] = _setting(())
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,14 @@ class CrawlSettings:
     max_pages: int = _setting(100_000, min=1)
     scope: str = _setting("host", choices=("host", "domain", "any"))
     max_queued: int = _setting(10_000, min=10)
+    # Jobs run once when a crawl is done (fan-in), each called as job(ctx, crawl_id).
+    on_complete: tuple[str, ...] = _setting(("crawl_summary",))
 
 
 @dataclass(frozen=True)
 class CpuSettings:
     processes: int = _setting(0, min=0)  # 0: one per CPU
+    queue: str = _setting("pipeline:cpu")  # where IO workers send CPU work for CPU workers
     max_in_flight: int = _setting(0, min=0)  # 0: twice the processes
     timeout: float = _setting(30.0, min=0.1)
 
@@ -179,12 +184,18 @@ def _coerce(key: str, raw: Any, spec: dataclasses.Field[Any], source: str) -> An
             raise ConfigError(f"{key}: expected a number, got {raw!r}{where}") from None
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(f"{key}: expected a finite number, got {raw!r}{where}")
+    elif kind is tuple:
+        # A TOML array of strings, or a comma-separated environment variable.
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{key}: expected a list of strings, got {raw!r}{where}")
+        value = tuple(i.strip() for i in items if i.strip())
     else:
         if not isinstance(raw, str):
             raise ConfigError(f"{key}: expected a string, got {raw!r}{where}")
         value = raw
     minimum = spec.metadata.get("min")
-    if minimum is not None and value < minimum:
+    if minimum is not None and not isinstance(value, tuple) and value < minimum:
         raise ConfigError(f"{key}: must be at least {minimum:g}, got {raw!r}{where}")
     choices: tuple[str, ...] = spec.metadata.get("choices", ())
     if choices and value not in choices:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import inspect
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
@@ -19,7 +22,7 @@ from arq import func
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from jobs import crawl, fetch_page
+from jobs import crawl, crawl_summary, fetch_page
 from pipeline.backlog import sweep_forever
 from pipeline.connections import arq_redis_settings
 from pipeline.embedded import resolve_services
@@ -80,16 +83,31 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         embedded.stop()
 
 
+def load_function(path: str) -> Callable[..., Awaitable[Any]]:
+    """A job function from "package.module:function" (or "package.module.function")."""
+    module_name, sep, name = path.partition(":")
+    if not sep:
+        module_name, _, name = path.rpartition(".")
+    try:
+        function = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"worker.functions: cannot import {path!r}: {exc}") from None
+    if not inspect.iscoroutinefunction(function):
+        raise ConfigError(f"worker.functions: {path!r} is not an async function")
+    return function  # type: ignore[no-any-return]
+
+
 def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments for `arq.worker.Worker`: a fresh dict (and ctx) every call."""
     worker = settings.worker
     tries = worker.max_tries + ARQ_TRIES_HEADROOM
     # arq's own timeout must never fire first: ours (in `settle`) retries, arq's drops the job.
     arq_timeout = worker.job_timeout + 30
+    jobs: list[Any] = [crawl, fetch_page, crawl_summary, *(load_function(path) for path in worker.functions)]
     kwargs: dict[str, Any] = {
         "functions": [
-            func(crawl, name="crawl", max_tries=tries, timeout=arq_timeout, keep_result=worker.keep_result),
-            func(fetch_page, name="fetch_page", max_tries=tries, timeout=arq_timeout, keep_result=worker.keep_result),
+            func(job, name=job.__name__, max_tries=tries, timeout=arq_timeout, keep_result=worker.keep_result)
+            for job in jobs
         ],
         "queue_name": settings.redis.queue,
         "redis_settings": arq_redis_settings(settings),
