@@ -49,5 +49,5 @@ async def test_unknown_completion_job_is_a_clear_config_error(settings: Settings
     from pipeline.settings import ConfigError
     from pipeline.worker import worker_kwargs
 
-    with pytest.raises(ConfigError, match="worker.functions: cannot import 'no.such:job'"):
+    with pytest.raises(ConfigError, match=r"worker\.functions: cannot import 'no\.such:job'"):
         worker_kwargs(settings.replace(worker={"functions": ["no.such:job"]}))
