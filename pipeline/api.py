@@ -84,11 +84,15 @@ class Pipeline:
         link_selector: str | None = None,
         scope: str | None = None,
         on_complete: list[str] | None = None,
+        list_job: str = "crawl",
+        item_job: str = "fetch_page",
     ) -> str:
         """Queue a crawl of `start_url` (a list page) and return its id.
 
         `on_complete` names jobs to run once when the crawl is done (default `[crawl].on_complete`);
-        each must be registered in the workers (`worker.functions`).
+        each must be registered in the workers (`worker.functions`). `list_job` and `item_job`
+        pick the pipeline: the default walks HTML list pages and stores child pages; another
+        pipeline (the API collector, or your own) names its own jobs.
 
         Raises `InvalidURL` for a URL that is not http(s) and `ValueError` for bad options, before
         anything is queued.
@@ -103,6 +107,8 @@ class Pipeline:
             link_selector=link_selector,
             scope=scope,
             on_complete=on_complete,
+            list_job=list_job,
+            item_job=item_job,
         )
         return await start_crawl(store, frontier, options)
 

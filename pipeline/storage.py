@@ -93,7 +93,8 @@ class MongoStore:
         self.pages = self.db["pages"]
         self.failures = self.db["failures"]
         self.crawls = self.db["crawls"]
-        self._page_writer = BatchWriter(self.pages, batch_size, batch_delay)
+        self._batch_size, self._batch_delay = batch_size, batch_delay
+        self._writers: dict[str, BatchWriter] = {"pages": BatchWriter(self.pages, batch_size, batch_delay)}
 
     async def ensure_indexes(self) -> None:
         await self.pages.create_index([("url", ASCENDING)], unique=True)
@@ -102,7 +103,14 @@ class MongoStore:
 
     async def save_page(self, page: Document) -> None:
         """Upsert the page's document by URL (batched with other jobs' writes)."""
-        await self._page_writer.upsert({"url": page["url"]}, {"$set": page})
+        await self.save_document("pages", {"url": page["url"]}, page)
+
+    async def save_document(self, collection: str, key: Mapping[str, Any], document: Document) -> None:
+        """Upsert `document` into `collection` by `key`, batched with other jobs' writes to it."""
+        writer = self._writers.get(collection)
+        if writer is None:
+            writer = self._writers[collection] = BatchWriter(self.db[collection], self._batch_size, self._batch_delay)
+        await writer.upsert(key, {"$set": document})
 
     async def record_failure(self, failure: Document) -> None:
         await self.failures.update_one(
@@ -127,4 +135,5 @@ class MongoStore:
         return result.modified_count == 1
 
     async def drain(self) -> None:
-        await self._page_writer.drain()
+        for writer in self._writers.values():
+            await writer.drain()
