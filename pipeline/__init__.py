@@ -2,8 +2,9 @@
 
 Everything here is imported on first use. That keeps `import pipeline` free of side effects
 and cheap, which matters twice: CPU-pool processes import `pipeline.crunch` and nothing else,
-and `pipeline.WorkerSettings` (the class `arq pipeline.WorkerSettings` runs) reads the
-configuration and may start embedded services, so it must be built only when asked for.
+and `pipeline.WorkerSettings` (the class `arq pipeline.WorkerSettings` runs), and its split-role
+variants `IOWorkerSettings` and `CPUWorkerSettings`, read the configuration and may start
+embedded services, so they are built only when asked for.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ if TYPE_CHECKING:
     from pipeline.urls import InvalidURL
 
     WorkerSettings: type
+    IOWorkerSettings: type
+    CPUWorkerSettings: type
 
+_WORKER_ROLES: dict[str, Any] = {"WorkerSettings": "all", "IOWorkerSettings": "io", "CPUWorkerSettings": "cpu"}
 _EXPORTS = {
     "Pipeline": "pipeline.api",
     "enqueue_crawl": "pipeline.api",
@@ -31,9 +35,11 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "CPUWorkerSettings",
     "ConfigError",
     "CrawlOptions",
     "CrawlStatus",
+    "IOWorkerSettings",
     "InvalidURL",
     "Pipeline",
     "Settings",
@@ -44,10 +50,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "WorkerSettings":
+    if name in _WORKER_ROLES:
         from pipeline.worker import load_worker_settings
 
-        value: Any = load_worker_settings()
+        value: Any = load_worker_settings(_WORKER_ROLES[name])
     elif name in _EXPORTS:
         value = getattr(import_module(_EXPORTS[name]), name)
     else:

@@ -58,7 +58,7 @@ async def fetch_and_store(res: Resources, crawl_id: str, url: str, depth: int, a
     put = ride_out(lambda: res.blobs.put(sha256, response.body, response.content_type), res.settings)
     if parsed is not None and parsed.text:
         # The blob upload and the CPU stage overlap: neither waits for the other.
-        blob_key, crunched = await asyncio.gather(put, res.cpu.run(fingerprint, parsed.text))
+        blob_key, crunched = await asyncio.gather(put, res.compute(fingerprint, parsed.text))
     else:
         blob_key, crunched = await put, {}
     document = page_document(crawl_id, depth, attempt, response, sha256, blob_key, res.blobs.location, parsed, crunched)

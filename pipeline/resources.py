@@ -7,15 +7,17 @@ worker: never one per job. The whole bundle travels in arq's `ctx` under `ctx["p
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
 from pipeline.backlog import Backlog
 from pipeline.blobs import BlobStore, FileBlobStore, S3BlobStore
-from pipeline.connections import mongo_client
+from pipeline.connections import mongo_client, redis_client
+from pipeline.cpustage import RemoteCpu
 from pipeline.crawls import CrawlOptions
 from pipeline.crunch import CpuPool
 from pipeline.fetch import Fetcher, create_session
@@ -25,6 +27,7 @@ from pipeline.settings import Settings
 from pipeline.storage import MongoStore
 
 _OPTIONS_CACHE_SIZE = 256
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,8 +38,9 @@ class Resources:
     blobs: BlobStore
     fetcher: Fetcher
     limiter: HostLimiter
-    cpu: CpuPool
     backlog: Backlog
+    cpu: CpuPool | None  # this worker's pool; None when CPU work goes to CPU workers
+    remote_cpu: RemoteCpu | None
     _stack: AsyncExitStack
     _options: OrderedDict[str, CrawlOptions] = field(default_factory=OrderedDict)
 
@@ -57,6 +61,15 @@ class Resources:
         if len(self._options) > _OPTIONS_CACHE_SIZE:
             self._options.popitem(last=False)
         return options
+
+    async def compute(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a CPU-stage function: in this worker's pool, or on a CPU worker when roles are split."""
+        if self.cpu is not None:
+            return await self.cpu.run(fn, *args)
+        if self.remote_cpu is None:
+            raise RuntimeError("this worker has no CPU stage")
+        result: T = await self.remote_cpu.run(fn, *args)
+        return result
 
     async def close(self) -> None:
         await self._stack.aclose()
@@ -91,8 +104,11 @@ async def open_blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStor
     return store
 
 
-async def open_resources(settings: Settings, redis: Redis) -> Resources:
-    """Open every shared resource; if one fails, close those already open."""
+async def open_resources(settings: Settings, redis: Redis, *, local_cpu: bool = True) -> Resources:
+    """Open every shared resource; if one fails, close those already open.
+
+    With `local_cpu` false (an I/O worker) there is no process pool: CPU work goes to CPU workers.
+    """
     async with AsyncExitStack() as stack:
         client = mongo_client(settings)
         stack.push_async_callback(client.close)
@@ -105,8 +121,16 @@ async def open_resources(settings: Settings, redis: Redis) -> Resources:
         session = create_session(settings.fetch)
         stack.push_async_callback(session.close)
         limiter = HostLimiter(settings.fetch.concurrency, settings.fetch.per_host)
-        cpu = CpuPool(settings.cpu_processes, settings.cpu_max_in_flight, settings.cpu.timeout)
-        stack.callback(cpu.close)
+        cpu: CpuPool | None = None
+        remote_cpu: RemoteCpu | None = None
+        if local_cpu:
+            cpu = CpuPool(settings.cpu_processes, settings.cpu_max_in_flight, settings.cpu.timeout)
+            stack.callback(cpu.close)
+        else:
+            # A CPU worker's queue may be busy: allow for waiting, not just for the work.
+            remote_cpu = RemoteCpu(redis, redis_client(settings), settings.cpu.queue, settings.cpu.timeout * 4)
+            remote_cpu.start()
+            stack.push_async_callback(remote_cpu.close)
         frontier = Frontier(redis, settings.redis.queue)
         backlog = Backlog(store.db["backlog"], frontier)
         await backlog.ensure_indexes()
@@ -119,6 +143,7 @@ async def open_resources(settings: Settings, redis: Redis) -> Resources:
             fetcher=Fetcher(session, limiter, settings.fetch),
             limiter=limiter,
             cpu=cpu,
+            remote_cpu=remote_cpu,
             _stack=stack.pop_all(),
         )
     return resources

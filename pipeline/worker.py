@@ -15,7 +15,7 @@ import inspect
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import uvloop
 from arq import func
@@ -23,8 +23,11 @@ from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from jobs import crawl, crawl_summary, fetch_page
+from jobs.cpu import cpu_task
 from pipeline.backlog import sweep_forever
 from pipeline.connections import arq_redis_settings
+from pipeline.cpustage import cpu_functions
+from pipeline.crunch import CpuPool
 from pipeline.embedded import resolve_services
 from pipeline.frontier import Departures
 from pipeline.lease import Leases
@@ -34,11 +37,13 @@ from pipeline.serialization import deserialize, serialize
 from pipeline.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("pipeline.worker")
+Role = Literal["all", "io", "cpu"]
+_CLASS_NAMES: dict[str, str] = {"all": "WorkerSettings", "io": "IOWorkerSettings", "cpu": "CPUWorkerSettings"}
 
 
 async def on_startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    ctx["pipeline"] = await open_resources(settings, ctx["redis"])
+    ctx["pipeline"] = await open_resources(settings, ctx["redis"], local_cpu=ctx["role"] == "all")
     ctx["departures"] = Departures(ctx["pipeline"].frontier)
     ctx["leases"] = leases = Leases(ctx["redis"], settings.worker.lease)
     leases.start()
@@ -97,8 +102,49 @@ def load_function(path: str) -> Callable[..., Awaitable[Any]]:
     return function  # type: ignore[no-any-return]
 
 
-def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """Keyword arguments for `arq.worker.Worker`: a fresh dict (and ctx) every call."""
+async def on_cpu_startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    ctx["cpu_pool"] = CpuPool(settings.cpu_processes, settings.cpu_max_in_flight, settings.cpu.timeout)
+    ctx["cpu_registry"] = cpu_functions()
+    log.info("pipeline CPU worker ready: %d processes on queue %s", settings.cpu_processes, settings.cpu.queue)
+
+
+async def on_cpu_shutdown(ctx: dict[str, Any]) -> None:
+    pool = ctx.pop("cpu_pool", None)
+    if pool is not None:
+        pool.close()
+
+
+def cpu_worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """A CPU worker: only `cpu_task`, only the CPU queue, and a process pool."""
+    kwargs: dict[str, Any] = {
+        "functions": [func(cpu_task, name="cpu_task", max_tries=3, timeout=settings.cpu.timeout * 2, keep_result=0)],
+        "queue_name": settings.cpu.queue,
+        "redis_settings": arq_redis_settings(settings),
+        "on_startup": on_cpu_startup,
+        "on_shutdown": on_cpu_shutdown,
+        # Queued CPU tasks wait in the pool's own bound; a few more keep it fed.
+        "max_jobs": settings.cpu_max_in_flight * 2,
+        "poll_delay": settings.worker.poll_delay,
+        "keep_result": 0,
+        "job_completion_wait": int(settings.worker.shutdown_grace),
+        "health_check_interval": 10,
+        "job_serializer": serialize,
+        "job_deserializer": deserialize,
+        "ctx": {"settings": settings, "role": "cpu"},
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+def worker_kwargs(settings: Settings, role: Role = "all", **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for `arq.worker.Worker`: a fresh dict (and ctx) every call.
+
+    `role` "all" does everything in one process; "io" fetches and stores, sending CPU work to
+    the CPU queue; "cpu" runs only that CPU work (see `cpu_worker_kwargs`).
+    """
+    if role == "cpu":
+        return cpu_worker_kwargs(settings, **overrides)
     worker = settings.worker
     tries = worker.max_tries + ARQ_TRIES_HEADROOM
     # arq's own timeout must never fire first: ours (in `settle`) retries, arq's drops the job.
@@ -125,7 +171,7 @@ def worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "health_check_interval": 10,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
-        "ctx": {"settings": settings},
+        "ctx": {"settings": settings, "role": role},
     }
     kwargs.update(overrides)
     return kwargs
@@ -172,19 +218,19 @@ class ResilientWorker(Worker):
             self._redis_failures = 0
 
 
-def build_worker(settings: Settings, **overrides: Any) -> Worker:
-    return ResilientWorker(**worker_kwargs(settings, **overrides))
+def build_worker(settings: Settings, role: Role = "all", **overrides: Any) -> Worker:
+    return ResilientWorker(**worker_kwargs(settings, role, **overrides))
 
 
-def load_worker_settings() -> type:
-    """The `WorkerSettings` class arq reads, from the configuration in force."""
+def load_worker_settings(role: Role = "all") -> type:
+    """The settings class arq reads (`WorkerSettings` and its I/O and CPU variants)."""
     try:
         settings, embedded = resolve_services(load_settings())
     except ConfigError as exc:
         # Stop at start with the key named, not with a traceback from deep inside arq.
         sys.exit(f"pipeline: invalid configuration: {exc}")
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    kwargs = worker_kwargs(settings)
+    kwargs = worker_kwargs(settings, role)
     if embedded is not None:
         kwargs["ctx"]["embedded"] = embedded
-    return type("WorkerSettings", (), kwargs)
+    return type(_CLASS_NAMES[role], (), kwargs)
