@@ -6,7 +6,7 @@ from typing import Any
 
 from pipeline.discover import discover
 from pipeline.outcome import Attempt, PermanentFailure, check_payload, finish, settle
-from pipeline.pages import fetch_html
+from pipeline.pages import fetch_html, with_validators
 from pipeline.resources import Resources
 
 
@@ -23,6 +23,8 @@ async def crawl(ctx: dict[str, Any], crawl_id: str, url: str, depth: int = 0) ->
         if parsed is None:
             raise PermanentFailure("list page is not HTML")
         found = discover(url, parsed, options, depth=depth + 1, include_next=True)
+        if options.conditional:
+            found.items = await with_validators(res, found.items)
         await res.backlog.schedule(crawl_id, options, found)
         await finish(res, crawl_id, "list", url, stored=True, fetched=True, attempt=attempt)
 

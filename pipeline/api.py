@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from pipeline.connections import mongo_client, redis_client
 from pipeline.crawls import CrawlOptions, CrawlStatus, crawl_status, start_crawl
 from pipeline.frontier import Frontier
+from pipeline.schedules import schedule_overview
 from pipeline.settings import ConfigError, Settings, load_settings
 from pipeline.storage import Document, MongoStore
 
@@ -86,13 +87,16 @@ class Pipeline:
         on_complete: list[str] | None = None,
         list_job: str = "crawl",
         item_job: str = "fetch_page",
+        conditional: bool = False,
     ) -> str:
         """Queue a crawl of `start_url` (a list page) and return its id.
 
         `on_complete` names jobs to run once when the crawl is done (default `[crawl].on_complete`);
         each must be registered in the workers (`worker.functions`). `list_job` and `item_job`
         pick the pipeline: the default walks HTML list pages and stores child pages; another
-        pipeline (the API collector, or your own) names its own jobs.
+        pipeline (the API collector, or your own) names its own jobs. With `conditional`, pages
+        stored before are fetched with If-None-Match / If-Modified-Since, and a 304 counts as
+        `unchanged` instead of being stored again.
 
         Raises `InvalidURL` for a URL that is not http(s) and `ValueError` for bad options, before
         anything is queued.
@@ -109,6 +113,7 @@ class Pipeline:
             on_complete=on_complete,
             list_job=list_job,
             item_job=item_job,
+            conditional=conditional,
         )
         return await start_crawl(store, frontier, options)
 
@@ -142,6 +147,11 @@ class Pipeline:
                 if status.done:
                     return status
                 await asyncio.sleep(poll_interval)
+
+    async def schedules(self) -> list[Document]:
+        """The configured `[[schedule]]`s with their runs, skips, last crawl and next run."""
+        store, _ = self._parts()
+        return await schedule_overview(store, self.settings)
 
     async def pages(self, crawl_id: str, limit: int = 0) -> list[Document]:
         """The page documents a crawl stored (without `_id`)."""

@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("crawl_id", nargs="?")
     status.add_argument("--json", action="store_true")
 
+    schedules = commands.add_parser("schedules", help="list the [[schedule]]s with their last and next runs")
+    schedules.add_argument("--json", action="store_true")
+
     demo = commands.add_parser("demo", help="crawl a local demo site end to end on embedded services")
     demo.add_argument("--pages", type=int, default=300, help="child pages on the demo site (default 300)")
     demo.add_argument("--latency-ms", type=float, default=40.0, help="median response time (default 40)")
@@ -99,6 +102,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _worker(args, settings)
     if args.command == "status":
         return await _status(args, settings)
+    if args.command == "schedules":
+        return await _schedules(args, settings)
     from pipeline.demo import run_demo
 
     return await run_demo(settings, pages=args.pages, latency_ms=args.latency_ms, as_json=args.json)
@@ -209,13 +214,45 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
 
+async def _schedules(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.schedules:
+        print("pipeline: no [[schedule]] in the configuration", file=sys.stderr)
+        return 0
+    async with services(settings) as resolved, Pipeline(resolved) as pipeline:
+        rows = await pipeline.schedules()
+    if args.json:
+        print(json.dumps(rows, default=str))
+        return 0
+    for row in rows:
+        last = row["last_run_at"].isoformat(timespec="seconds") if row["last_run_at"] else "never"
+        state = f" ({row['last_crawl_state']}: {row['last_crawl_id']})" if row["last_crawl_id"] else ""
+        print(f"{row['name']}: {row['cron']}  {row['start_url']}")
+        print(f"  last run  {last}{state}")
+        print(f"  next run  {row['next_run'].isoformat(timespec='seconds')}")
+        print(
+            f"  runs {row['runs']}, skipped {row['skipped']}"
+            + (f" ({row['last_skip_reason']})" if row["skipped"] else "")
+        )
+    return 0
+
+
 def _report(status: CrawlStatus, as_json: bool, out: TextIO) -> None:
     data = status.to_dict()
     if as_json:
         out.write(json.dumps(data) + "\n")
         return
     out.write(f"crawl {status.crawl_id}: {status.state}  ({status.start_url})\n")
-    for key in ("discovered", "fetched", "stored", "failed", "retries", "pending", "lists", "lists_failed"):
+    for key in (
+        "discovered",
+        "fetched",
+        "stored",
+        "unchanged",
+        "failed",
+        "retries",
+        "pending",
+        "lists",
+        "lists_failed",
+    ):
         out.write(f"  {key:<13}{data[key]:>8}\n")
     skipped = data["skipped_invalid"] + data["skipped_scope"] + data["capped"]
     if skipped:

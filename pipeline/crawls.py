@@ -21,6 +21,7 @@ COUNTERS = (
     "discovered",
     "fetched",
     "stored",
+    "unchanged",
     "failed",
     "retries",
     "capped",
@@ -128,6 +129,10 @@ class CrawlStatus:
     @property
     def failed(self) -> int:
         return self.counters.get("failed", 0)
+
+    @property
+    def unchanged_count(self) -> int:
+        return self.counters.get("unchanged", 0)
 
     @property
     def pending(self) -> int:

@@ -294,7 +294,7 @@ class Frontier:
         return int(promoted), int(examined)
 
     async def finish(
-        self, crawl_id: str, kind: Kind, url: str, *, stored: bool, fetched: bool, retries: int
+        self, crawl_id: str, kind: Kind, url: str, *, stored: bool, fetched: bool, retries: int, unchanged: bool = False
     ) -> Settled:
         """Record a URL's final outcome once.
 
@@ -302,7 +302,7 @@ class Frontier:
         """
         urls, stats, _ = self._keys(crawl_id)
         if kind == "page":
-            counter = "stored" if stored else "failed"
+            counter = ("unchanged" if unchanged else "stored") if stored else "failed"
         else:
             counter = "lists_done" if stored else "lists_failed"
         changed, pending, queued, waiting = await self._finish(

@@ -100,6 +100,17 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
     return delay
 
 
+def check_validators(validators: Any) -> dict[str, str]:
+    """The validators of a conditional GET, as a job received them (None: an unconditional GET)."""
+    if validators is None:
+        return {}
+    if not isinstance(validators, dict) or not all(
+        k in ("etag", "last_modified") and isinstance(v, str) for k, v in validators.items()
+    ):
+        raise InvalidPayload(f"validators must map etag/last_modified to strings, got {validators!r:.200}")
+    return validators
+
+
 def check_payload(crawl_id: Any, url: Any, depth: Any) -> tuple[str, str, int]:
     if not isinstance(crawl_id, str) or not crawl_id:
         raise InvalidPayload(f"crawl_id must be a non-empty string, got {crawl_id!r}")
@@ -111,14 +122,24 @@ def check_payload(crawl_id: Any, url: Any, depth: Any) -> tuple[str, str, int]:
 
 
 async def finish(
-    res: Resources, crawl_id: str, kind: Kind, url: str, *, stored: bool, fetched: bool, attempt: Attempt
+    res: Resources,
+    crawl_id: str,
+    kind: Kind,
+    url: str,
+    *,
+    stored: bool,
+    fetched: bool,
+    attempt: Attempt,
+    unchanged: bool = False,
 ) -> None:
     """Settle the URL in the frontier; the call that settles the crawl's last URL completes it.
 
     Settling also drains the backlog: when the crawl's queue is down to half its bound and URLs
     are parked, this job moves the oldest of them back into the queue.
     """
-    settled = await res.frontier.finish(crawl_id, kind, url, stored=stored, fetched=fetched, retries=attempt.number - 1)
+    settled = await res.frontier.finish(
+        crawl_id, kind, url, stored=stored, fetched=fetched, retries=attempt.number - 1, unchanged=unchanged
+    )
     if settled.waiting > 0:
         options = await res.crawl_options(crawl_id)
         if settled.queued <= options.max_queued // 2:

@@ -7,6 +7,7 @@ the one place where a response becomes a stored document and a blob.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import random
 import time
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 from pipeline.crawls import CrawlOptions
 from pipeline.crunch import fingerprint
 from pipeline.fetch import Response
+from pipeline.frontier import Discovery
 from pipeline.outcome import TRANSIENT, PermanentFailure
 from pipeline.parse import ParsedPage, decode_html, parse_html
 from pipeline.resources import Resources
@@ -48,11 +50,54 @@ async def fetch_html(res: Resources, url: str, options: CrawlOptions) -> tuple[R
     return response, _parse(response, options, with_next=True)
 
 
-async def fetch_and_store(res: Resources, crawl_id: str, url: str, depth: int, attempt: int) -> ParsedPage | None:
-    """Fetch a child page and store it; returns the parsed page (None if it was not HTML)."""
+class Unchanged(Exception):
+    """The server answered 304 Not Modified to a conditional GET: nothing to store again."""
+
+
+def conditional_headers(validators: dict[str, str]) -> dict[str, str]:
+    headers = {}
+    if validators.get("etag"):
+        headers["If-None-Match"] = validators["etag"]
+    if validators.get("last_modified"):
+        headers["If-Modified-Since"] = validators["last_modified"]
+    return headers
+
+
+async def with_validators(res: Resources, items: list[Discovery]) -> list[Discovery]:
+    """Child URLs with the ETag / Last-Modified stored for them, for conditional GETs (one query)."""
+    urls = [item.url for item in items if item.kind == "page"]
+    if not urls:
+        return items
+    known = {
+        doc["url"]: {k: doc[k] for k in ("etag", "last_modified") if doc.get(k)}
+        async for doc in res.store.pages.find({"url": {"$in": urls}}, {"url": 1, "etag": 1, "last_modified": 1})
+    }
+    return [
+        dataclasses.replace(item, extra=known[item.url]) if item.kind == "page" and known.get(item.url) else item
+        for item in items
+    ]
+
+
+async def fetch_and_store(
+    res: Resources, crawl_id: str, url: str, depth: int, attempt: int, validators: dict[str, str] | None = None
+) -> ParsedPage | None:
+    """Fetch a child page and store it; returns the parsed page (None if it was not HTML).
+
+    With validators, the GET is conditional; a 304 records the page as seen by this crawl
+    (crawl id, time) without storing anything again, and raises `Unchanged`.
+    """
     options = await res.crawl_options(crawl_id)
     started = asyncio.get_running_loop().time()
-    response = await _fetch_ok(res, url)
+    if validators:
+        response = await res.fetcher.get(url, conditional_headers(validators))
+        if response.status == 304:
+            seen = {"url": url, "crawl_id": crawl_id, "checked_at": utcnow(), "unchanged": True, "depth": depth}
+            await ride_out(lambda: res.store.save_document("pages", {"url": url}, seen), res.settings)
+            raise Unchanged(url)
+        if not 200 <= response.status < 300:
+            raise PermanentFailure(f"HTTP {response.status}", response.status)
+    else:
+        response = await _fetch_ok(res, url)
     parsed = _parse(response, options, with_next=False)
     sha256 = hashlib.sha256(response.body).hexdigest()
     put = ride_out(lambda: res.blobs.put(sha256, response.body, response.content_type), res.settings)
@@ -118,6 +163,7 @@ def page_document(
         "attempts": attempt,
         "timings": {"fetch_ms": round(response.elapsed_ms, 2)},
         "parsed": parsed is not None,
+        "unchanged": False,
     }
     if parsed is not None:
         document.update(

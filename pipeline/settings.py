@@ -109,6 +109,22 @@ class CpuSettings:
 
 
 @dataclass(frozen=True)
+class ScheduleSpec:
+    """A periodic crawl from `[[schedule]]`: a start URL, a cron expression, crawl options."""
+
+    name: str
+    start_url: str
+    cron: str
+    pipeline: str = "web"  # "web" (HTML list pages) or "api" (the paginated API collector)
+    max_depth: int | None = None
+    max_pages: int | None = None
+    next_selector: str | None = None
+    link_selector: str | None = None
+    scope: str | None = None
+    conditional: bool = True  # re-crawls send If-None-Match / If-Modified-Since
+
+
+@dataclass(frozen=True)
 class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     mongo: MongoSettings = field(default_factory=MongoSettings)
@@ -118,6 +134,7 @@ class Settings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     crawl: CrawlSettings = field(default_factory=CrawlSettings)
     cpu: CpuSettings = field(default_factory=CpuSettings)
+    schedules: tuple[ScheduleSpec, ...] = ()
 
     @property
     def data_dir(self) -> Path:
@@ -217,7 +234,8 @@ def _build(raw: Mapping[str, Mapping[str, Any]], base: Settings, sources: Mappin
             for key, value in given.items()
         }
         sections[name] = dataclasses.replace(current, **values)
-    settings = Settings(**sections)
+    schedules = _schedules(raw["schedule"]) if "schedule" in raw else base.schedules
+    settings = Settings(**sections, schedules=schedules)
     _check_consistency(settings)
     return settings
 
@@ -237,6 +255,59 @@ def _check_consistency(settings: Settings) -> None:
     ):
         if url and not url.startswith(schemes):
             raise ConfigError(f"{key}: must start with {' or '.join(schemes)}; got a value that does not")
+
+
+_SCHEDULE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "start_url": str,
+    "cron": str,
+    "pipeline": str,
+    "max_depth": int,
+    "max_pages": int,
+    "next_selector": str,
+    "link_selector": str,
+    "scope": str,
+    "conditional": bool,
+}
+
+
+def _schedules(raw: Any) -> tuple[ScheduleSpec, ...]:
+    """Validate `[[schedule]]` tables: names unique, URLs fetchable, cron expressions valid."""
+    from pipeline.cronexpr import CronError, parse_cron
+    from pipeline.urls import InvalidURL, normalise_url
+
+    if not isinstance(raw, list):
+        raise ConfigError("schedule: expected [[schedule]] tables")
+    specs: list[ScheduleSpec] = []
+    for index, table in enumerate(raw):
+        label = f"schedule[{table.get('name', index)!s}]" if isinstance(table, dict) else f"schedule[{index}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{label}: expected a table")
+        for key, value in table.items():
+            expected = _SCHEDULE_TYPES.get(key)
+            if expected is None:
+                raise ConfigError(f"{label}.{key}: unknown setting; known: {', '.join(_SCHEDULE_TYPES)}")
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(f"{label}.{key}: expected {getattr(expected, '__name__', expected)}, got {value!r}")
+        for key in ("name", "start_url", "cron"):
+            if not table.get(key):
+                raise ConfigError(f"{label}.{key}: required")
+        try:
+            parse_cron(table["cron"])
+        except CronError as exc:
+            raise ConfigError(f"{label}.cron: {exc}") from None
+        try:
+            normalise_url(table["start_url"])
+        except InvalidURL as exc:
+            raise ConfigError(f"{label}.start_url: {exc}") from None
+        if table.get("pipeline", "web") not in ("web", "api"):
+            raise ConfigError(f"{label}.pipeline: must be web or api, got {table['pipeline']!r}")
+        if table.get("scope") is not None and table["scope"] not in ("host", "domain", "any"):
+            raise ConfigError(f"{label}.scope: must be one of host, domain, any; got {table['scope']!r}")
+        if any(s.name == table["name"] for s in specs):
+            raise ConfigError(f"{label}.name: two schedules are named {table['name']!r}")
+        specs.append(ScheduleSpec(**table))
+    return tuple(specs)
 
 
 def config_path(
@@ -285,11 +356,11 @@ def load_settings(
             raise ConfigError(f"config file {file} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
-        unknown = sorted(k for k in data if k not in _SECTION_CLASSES)
+        unknown = sorted(k for k in data if k not in _SECTION_CLASSES and k != "schedule")
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown section in {file}; known: {', '.join(_SECTION_CLASSES)}")
         for name, section in data.items():
-            if not isinstance(section, dict):
+            if name != "schedule" and not isinstance(section, dict):
                 raise ConfigError(f"{name}: expected a [{name}] table in {file}")
         settings = _build(data, settings, {})
     if use_env:

@@ -33,6 +33,7 @@ from pipeline.frontier import Departures
 from pipeline.lease import Leases
 from pipeline.outcome import ARQ_TRIES_HEADROOM, SETTLED_CRAWL
 from pipeline.resources import open_resources
+from pipeline.schedules import cron_jobs
 from pipeline.serialization import deserialize, serialize
 from pipeline.settings import ConfigError, Settings, load_settings
 
@@ -171,6 +172,7 @@ def worker_kwargs(settings: Settings, role: Role = "all", **overrides: Any) -> d
         "health_check_interval": 10,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
+        "cron_jobs": cron_jobs(settings),
         "ctx": {"settings": settings, "role": role},
     }
     kwargs.update(overrides)

@@ -1,0 +1,139 @@
+"""The paginated API collector: `collect_list`, `collect_object` and `collect_summary`.
+
+A list page of the API fans out one `collect_object` job per object and one `collect_list`
+for the next page; an object job makes its two calls at once, crunches both payloads in the
+process pool and saves one document to `objects`. Start a collection with
+`Pipeline.crawl(url, list_job="collect_list", item_job="collect_object")`, after registering
+these functions in the workers (`worker.functions`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+
+from pipeline.collect import Listing, crunch_object, fetch_json, fetch_object, object_document, parse_listing
+from pipeline.crawls import CrawlOptions
+from pipeline.discover import Found
+from pipeline.frontier import Discovery, Kind
+from pipeline.outcome import Attempt, check_payload, finish, settle
+from pipeline.pages import ride_out
+from pipeline.resources import Resources
+from pipeline.storage import utcnow
+from pipeline.urls import InvalidURL, in_scope, normalise_url
+
+LIST_JOB = "collect_list"
+ITEM_JOB = "collect_object"
+OBJECTS = "objects"
+OBJECT_DEPTH = 1
+
+
+async def collect_list(ctx: dict[str, Any], crawl_id: str, url: str, depth: int = 0) -> None:
+    """Fetch list page `url`; queue each object and the next list page, in one schedule call.
+
+    Each list page is its own job, so a failure on page 7 of 20 retries page 7 only, and the
+    objects of page 1 are being collected while page 2 is still being fetched.
+    """
+    crawl_id, url, depth = check_payload(crawl_id, url, depth)
+
+    async def work(res: Resources, attempt: Attempt) -> None:
+        options = await res.crawl_options(crawl_id)
+        listing = parse_listing((await fetch_json(res.fetcher, url)).data)
+        await ensure_indexes(res)  # before any object of this page can be saved
+        await res.backlog.schedule(crawl_id, options, listing_found(url, listing, options))
+        await finish(res, crawl_id, "list", url, stored=True, fetched=True, attempt=attempt)
+
+    await settle(ctx, crawl_id, "list", url, work)
+
+
+async def collect_object(ctx: dict[str, Any], crawl_id: str, url: str, depth: int) -> None:
+    """Fetch object `url` and its details concurrently, crunch them in the pool, save the result."""
+    crawl_id, url, depth = check_payload(crawl_id, url, depth)
+
+    async def work(res: Resources, attempt: Attempt) -> None:
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        obj, details = await fetch_object(res.fetcher, url)
+        crunch_started = clock()
+        crunched = await res.compute(crunch_object, obj.data, details.data)
+        timings = {"crunch_ms": (clock() - crunch_started) * 1000, "total_ms": (clock() - started) * 1000}
+        document = object_document(crawl_id, url, attempt.number, obj, details, crunched, timings)
+        # A storage blip is ridden out here, so the API is not called again for it.
+        await ride_out(lambda: res.store.save_document(OBJECTS, {"url": url}, document), res.settings)
+        await finish(res, crawl_id, "page", url, stored=True, fetched=True, attempt=attempt)
+
+    await settle(ctx, crawl_id, "page", url, work)
+
+
+async def collect_summary(ctx: dict[str, Any], crawl_id: str) -> None:
+    """Completion job: objects, copied reviews and mean score per category, into the crawl record."""
+    if not isinstance(crawl_id, str) or not crawl_id:
+        raise TypeError(f"crawl_id must be a non-empty string, got {crawl_id!r}")
+    res: Resources = ctx["pipeline"]
+    groups = await (
+        await res.store.db[OBJECTS].aggregate(
+            [
+                {"$match": {"crawl_id": crawl_id}},
+                {
+                    "$group": {
+                        "_id": "$category",
+                        "objects": {"$sum": 1},
+                        "copied_reviews": {"$sum": "$crunch.copied_reviews"},
+                        "mean_score": {"$avg": "$crunch.score"},
+                    }
+                },
+            ]
+        )
+    ).to_list()
+    summary = {
+        "objects": sum(int(g["objects"]) for g in groups),
+        "copied_reviews": sum(int(g["copied_reviews"]) for g in groups),
+        "categories": {
+            str(g["_id"]): {"objects": int(g["objects"]), "mean_score": round(float(g["mean_score"] or 0), 3)}
+            for g in groups
+        },
+        "summarised_at": utcnow(),
+    }
+    await res.store.crawls.update_one({"_id": crawl_id}, {"$set": {"summary": summary}})
+
+
+async def ensure_indexes(res: Resources) -> None:
+    """The unique index the upsert key needs (and one for per-crawl queries); a no-op once made.
+
+    Without it every upsert scans the collection, and two runs of one object could both insert.
+    """
+    await res.store.db[OBJECTS].create_indexes(
+        [IndexModel([("url", ASCENDING)], unique=True), IndexModel([("crawl_id", ASCENDING)])]
+    )
+
+
+def listing_found(page_url: str, listing: Listing, options: CrawlOptions) -> Found:
+    """The listing's URLs as the crawl will follow them: normalised, deduplicated, in scope.
+
+    The next list page is walked by `collect_list`, each object fetched by `collect_object`;
+    what is dropped is counted like the web pipeline's skipped links.
+    """
+    found = Found(skipped_invalid=listing.invalid)
+    seen = {page_url}
+
+    def accept(href: str, kind: Kind, depth: int, function: str) -> None:
+        try:
+            url = normalise_url(href, page_url)
+        except InvalidURL:
+            found.skipped_invalid += 1
+            return
+        if url in seen:
+            return
+        seen.add(url)
+        if not in_scope(url, options.start_url, options.scope):
+            found.skipped_scope += 1
+            return
+        found.items.append(Discovery(url, kind, depth, function))
+
+    if listing.next_url is not None:
+        accept(listing.next_url, "list", 0, LIST_JOB)
+    for href in listing.item_urls:
+        accept(href, "page", OBJECT_DEPTH, ITEM_JOB)
+    return found

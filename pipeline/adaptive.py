@@ -1,0 +1,482 @@
+"""Per-host concurrency that adapts to how each site copes: the asyncio counterpart of Celery's
+`--autoscale=max,min`, applied per host rather than per worker.
+
+A fixed per-host limit is either too low for a big CDN-backed site or too high for a small server
+that answers 429 or slows to a crawl. Here each host gets AIMD control, as in TCP congestion
+avoidance: the limit grows by one after about one window of good results at the current limit,
+and halves when the host says it is overloaded (429, 503, timeouts) or its latency jumps well above
+its unloaded level. `HostController` is the arithmetic for one host, driven by explicit times so it
+can be tested without a clock; `AdaptiveLimiter` is the asyncio side that makes requests wait for a
+slot under each host's current limit and a global total.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import TypedDict
+
+__all__ = ["AdaptiveLimiter", "AdaptiveSettings", "HostController", "HostState", "SlotReport"]
+
+# Latency is judged on the median of this many recent responses: one slow page (a big PDF, a
+# cold cache) must not count as a slowdown, while a slowdown of most responses shows within a few.
+_LATENCY_SAMPLES = 9
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """Bounds and reflexes of the per-host controller.
+
+    `increase_every` is the number of consecutive good results needed before the limit grows by
+    one; 0 means "the current limit", i.e. one full window of requests per step, which keeps the
+    growth per unit of time about the same whether a host is at 2 or at 30. `cooldown_s` is the
+    least time between two decreases, so that one burst of 429s halves the limit once, not once per
+    response; during it the limit that caused the decrease is not reached again.
+    `max_pause_s` caps a server's `Retry-After`, because waiters block while a host is paused and a
+    header saying "come back tomorrow" must not hang them; retrying much later is the job's call.
+    """
+
+    min_limit: int = 2
+    max_limit: int = 32
+    initial_limit: int = 4
+    latency_factor: float = 2.0
+    increase_every: int = 0
+    cooldown_s: float = 1.0
+    max_pause_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.min_limit < 1:
+            raise ValueError(f"min_limit must be at least 1, got {self.min_limit}")
+        if self.max_limit < self.min_limit:
+            raise ValueError(f"max_limit ({self.max_limit}) must be at least min_limit ({self.min_limit})")
+        if not self.min_limit <= self.initial_limit <= self.max_limit:
+            raise ValueError(
+                f"initial_limit ({self.initial_limit}) must lie between min_limit ({self.min_limit})"
+                f" and max_limit ({self.max_limit})"
+            )
+        if not (math.isfinite(self.latency_factor) and self.latency_factor > 1.0):
+            raise ValueError(f"latency_factor must be a finite number above 1, got {self.latency_factor}")
+        if self.increase_every < 0:
+            raise ValueError(
+                f"increase_every must be 0 (one window of the current limit) or positive, got {self.increase_every}"
+            )
+        if not (math.isfinite(self.cooldown_s) and self.cooldown_s >= 0):
+            raise ValueError(f"cooldown_s must be a finite number of seconds, at least 0, got {self.cooldown_s}")
+        if not (math.isfinite(self.max_pause_s) and self.max_pause_s >= 0):
+            raise ValueError(f"max_pause_s must be a finite number of seconds, at least 0, got {self.max_pause_s}")
+
+
+class HostController:
+    """The adaptive limit of one host, updated from the outcomes of its requests.
+
+    Latency baseline: the lowest median of the last few latencies seen, not an average. A plain
+    EWMA follows whatever latency the host shows under the load we put on it, so under sustained
+    load it creeps up and "baseline × factor" moves with it: a slowdown is never detected. A
+    minimum only moves down under load. Medians rather than raw samples feed the minimum so that
+    one unusually fast response (a tiny error page) cannot set a baseline every normal page then
+    exceeds. A pure minimum would pin the host at `min_limit` forever if the site became slower
+    for good (a different backend, a busier shared server), so the one time the baseline may rise
+    is at `min_limit`: there we put the least load on the host we ever will, so what it shows is
+    its unloaded latency by definition.
+
+    Evidence is dated: callers pass `started`, the time the request was sent. Responses to requests
+    sent before the last decrease describe a limit that no longer applies and are ignored for
+    decisions, and only results of requests sent since the last change count towards the next
+    increase, which is what "a window of good results at the current limit" means. Successes only
+    count towards growth when the host used its whole limit (`saturated`): a host we send one
+    request at a time gives no evidence that it could take more.
+
+    For one cooldown after a decrease the limit that triggered it is off-limits: regrowth stops
+    one below it rather than probing a level just shown to be too high, then resumes probing.
+    """
+
+    def __init__(self, settings: AdaptiveSettings) -> None:
+        self.settings = settings
+        self.limit = settings.initial_limit
+        self.baseline_s: float | None = None
+        self.paused_until = -math.inf
+        self.successes = 0
+        self.overloads = 0
+        self.errors = 0
+        self.slowdowns = 0
+        self.increases = 0
+        self.decreases = 0
+        self._samples: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+        self._streak = 0
+        self._changed_at = -math.inf
+        self._decreased_at = -math.inf
+        self._ceiling: int | None = None
+
+    @property
+    def typical_latency_s(self) -> float | None:
+        """Median of the recent latencies, once there are enough of them to mean something."""
+        if len(self._samples) < _LATENCY_SAMPLES:
+            return None
+        return statistics.median(self._samples)
+
+    def paused_for(self, now: float) -> float:
+        """Seconds until new requests to this host may start (0 when not paused)."""
+        return max(0.0, self.paused_until - now)
+
+    def on_success(self, latency_s: float, now: float, *, saturated: bool = True, started: float | None = None) -> None:
+        """A response arrived (any status the server chose to send, other than an overload)."""
+        if not (math.isfinite(latency_s) and latency_s >= 0):
+            raise ValueError(f"latency_s must be a finite number of seconds, at least 0, got {latency_s}")
+        self.successes += 1
+        if self._stale(started):
+            return
+        self._samples.append(latency_s)
+        typical = self.typical_latency_s
+        if typical is None:
+            # Too few samples to judge latency by, and growth needs latency known to be acceptable.
+            return
+        if self.baseline_s is None or typical < self.baseline_s or self.limit <= self.settings.min_limit:
+            self.baseline_s = typical
+        elif typical > self.baseline_s * self.settings.latency_factor:
+            self.slowdowns += 1
+            self._back_off(now)
+            return
+        if saturated and (started is None or started >= self._changed_at):
+            self._streak += 1
+            if self._streak >= (self.settings.increase_every or self.limit):
+                self._grow(now)
+
+    def on_overload(self, now: float, retry_after: float | None = None, *, started: float | None = None) -> None:
+        """The host refused or choked: 429, 503, a timeout. Halve the limit (once per cooldown).
+
+        With `retry_after` (seconds, from the server's header) no new request to the host starts
+        until `now + retry_after`, capped at `max_pause_s`; a later, shorter one does not shorten it.
+        """
+        self.overloads += 1
+        if retry_after is not None and retry_after > 0:
+            pause = min(retry_after, self.settings.max_pause_s)
+            self.paused_until = max(self.paused_until, now + pause)
+        if not self._stale(started):
+            self._back_off(now)
+
+    def on_error(self, now: float) -> None:
+        """Any other failure: a connection reset, a 500 from a broken page, a DNS error.
+
+        These stop growth (a streak is of *consecutive* good results, and a failing host gains
+        nothing from more concurrency) but do not shrink the limit: most of them are about one page
+        or one connection, not load, and halving on them would starve sites with a few broken
+        links. Failures that do mean load (429, 503, timeouts) belong in `on_overload`. `now` is
+        taken so all three outcomes share one shape.
+        """
+        del now
+        self.errors += 1
+        self._streak = 0
+
+    def _stale(self, started: float | None) -> bool:
+        return started is not None and started < self._decreased_at
+
+    def _in_cooldown(self, now: float) -> bool:
+        return now - self._decreased_at < self.settings.cooldown_s
+
+    def _back_off(self, now: float) -> None:
+        self._streak = 0
+        if self._in_cooldown(now):
+            # Fresh trouble while the last decrease is still settling: no second halving yet, but
+            # this limit too is now known to be too high.
+            self._ceiling = self.limit if self._ceiling is None else min(self._ceiling, self.limit)
+            return
+        self._ceiling = self.limit
+        self.limit = max(self.settings.min_limit, self.limit // 2)
+        self.decreases += 1
+        self._decreased_at = self._changed_at = now
+        # The samples describe the old limit; the next verdict on latency needs fresh ones.
+        self._samples.clear()
+
+    def _grow(self, now: float) -> None:
+        cap = self.settings.max_limit
+        if self._ceiling is not None and self._in_cooldown(now):
+            cap = min(cap, self._ceiling - 1)
+        if self.limit < cap:
+            self.limit += 1
+            self.increases += 1
+            self._changed_at = now
+            self._streak = 0
+        # At the cap the streak is kept: once the cooldown ends, the next good result may grow.
+
+
+class HostState(TypedDict):
+    """A host's adaptive state, for status output."""
+
+    limit: int
+    baseline_ms: float | None
+    in_flight: int
+    waiting: int
+    paused_for_s: float
+
+
+class _Gate:
+    """Slots counted against a capacity that may change while slots are held, granted in FIFO order.
+
+    A waiter is handed its slot when woken (`held` already counts it), so a newcomer cannot overtake
+    it; a waiter cancelled after being woken gives the slot on to the next one. A woken waiter looks
+    again when it runs, because the capacity may have shrunk or a pause begun in between, and if so
+    it goes back to the head of the queue: no request starts while its gate is full or paused.
+    """
+
+    __slots__ = ("_capacity", "_paused_for", "_resume", "held", "waiters")
+
+    def __init__(self, capacity: Callable[[], int], paused_for: Callable[[], float]) -> None:
+        self._capacity = capacity
+        self._paused_for = paused_for
+        self._resume: asyncio.TimerHandle | None = None
+        self.held = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def admits(self) -> bool:
+        """Whether one more slot may be taken now."""
+        return self.held < self._capacity() and self._paused_for() <= 0
+
+    def still_admits(self) -> bool:
+        """Whether a slot already taken would be admitted now."""
+        self.held -= 1
+        try:
+            return self.admits()
+        finally:
+            self.held += 1
+
+    def wake(self) -> None:
+        """Grant slots to waiters while there is room; during a pause, come back when it ends."""
+        if not self.waiters:
+            return
+        pause = self._paused_for()
+        if pause > 0:
+            if self._resume is None:
+                self._resume = asyncio.get_running_loop().call_later(pause, self._pause_over)
+            return
+        capacity = self._capacity()
+        while self.waiters and self.held < capacity:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                self.held += 1
+                waiter.set_result(None)
+
+    def _pause_over(self) -> None:
+        self._resume = None
+        self.wake()
+
+    async def acquire(self, *, front: bool = False) -> None:
+        """Take a slot, queueing (at the back, or at the front for a request handing one back) if need be."""
+        if (front or not self.waiters) and self.admits():
+            self.held += 1
+            return
+        while True:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if front:
+                self.waiters.appendleft(waiter)
+            else:
+                self.waiters.append(waiter)
+            self.wake()
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self.held -= 1
+                else:
+                    # Absent if a grant already skipped it as cancelled.
+                    with suppress(ValueError):
+                        self.waiters.remove(waiter)
+                self.wake()
+                raise
+            if self.still_admits():
+                return
+            self.held -= 1
+            front = True
+
+    def release(self) -> None:
+        self.held -= 1
+        self.wake()
+
+    def close(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+
+
+class _Host:
+    __slots__ = ("controller", "gate", "running", "users")
+
+    def __init__(self, controller: HostController, clock: Callable[[], float]) -> None:
+        self.controller = controller
+        self.gate = _Gate(lambda: controller.limit, lambda: controller.paused_for(clock()))
+        self.running = 0
+        self.users = 0
+
+
+class SlotReport:
+    """How the request holding a slot went, told to the host's controller once.
+
+    Reports are only taken while the slot is held and only once; a slot left without a report (an
+    exception escaped, the caller had nothing to say) changes nothing.
+    """
+
+    __slots__ = ("_closed", "_host", "_limiter", "_reported", "started")
+
+    def __init__(self, limiter: AdaptiveLimiter, host: _Host, started: float) -> None:
+        self._limiter = limiter
+        self._host = host
+        self.started = started
+        self._reported = False
+        self._closed = False
+
+    def success(self, latency_s: float | None = None) -> None:
+        """The host answered normally; `latency_s` defaults to the time since the slot was granted."""
+        now = self._claim()
+        latency = now - self.started if latency_s is None else latency_s
+        self._limiter._on_success(self._host, latency, now, self.started)
+
+    def overload(self, retry_after: float | None = None) -> None:
+        """The host is overloaded (429, 503, a timeout); `retry_after` in seconds if it said so."""
+        now = self._claim()
+        self._host.controller.on_overload(now, retry_after, started=self.started)
+
+    def error(self) -> None:
+        """Some other failure: stops the host's limit growing, does not shrink it."""
+        now = self._claim()
+        self._host.controller.on_error(now)
+
+    def _claim(self) -> float:
+        if self._closed:
+            raise RuntimeError("the slot was already released; report the outcome inside `async with`")
+        if self._reported:
+            raise RuntimeError("the outcome of this request was already reported")
+        self._reported = True
+        return self._limiter._clock()
+
+
+class AdaptiveLimiter:
+    """At most `total` requests in flight overall, and to each host at most its current adaptive limit.
+
+    Hosts' states live in an LRU of `max_hosts` entries, so a limit learned for a site survives
+    between its requests while a crawl over millions of hosts does not grow a map forever. A host
+    with requests in flight or waiting is never evicted, nor one still paused (forgetting the pause
+    would let the next request ignore the server's Retry-After), so the map may briefly exceed the
+    bound when that many hosts are busy or paused at once.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        settings: AdaptiveSettings,
+        max_hosts: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if total < 1:
+            raise ValueError(f"total must be at least 1, got {total}")
+        if max_hosts < 1:
+            raise ValueError(f"max_hosts must be at least 1, got {max_hosts}")
+        self.total = total
+        self.settings = settings
+        self.max_hosts = max_hosts
+        self._clock = clock
+        self._global = _Gate(lambda: total, lambda: 0.0)
+        self._hosts: OrderedDict[str, _Host] = OrderedDict()
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    @asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[SlotReport]:
+        """Hold one request slot for `host`; report the request's outcome on the yielded object.
+
+        Waits for the host's pause to end and a slot under its current limit, then for a global
+        slot. Host first: a request waiting on a busy host must not hold a global slot that
+        requests to idle hosts could use.
+        """
+        entry = self._enter(host)
+        try:
+            await self._admit(entry)
+            try:
+                report = SlotReport(self, entry, self._clock())
+                entry.running += 1
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    yield report
+                finally:
+                    report._closed = True
+                    entry.running -= 1
+                    self.in_flight -= 1
+            finally:
+                self._global.release()
+                entry.gate.release()
+        finally:
+            entry.users -= 1
+
+    async def _admit(self, entry: _Host) -> None:
+        """Take a host slot, then a global slot, ending with both held and the host still open."""
+        front = False
+        while True:
+            await entry.gate.acquire(front=front)
+            try:
+                await self._global.acquire()
+            except BaseException:
+                entry.gate.release()
+                raise
+            if entry.gate.still_admits():
+                return
+            # The host's limit shrank or a pause began while this request waited for a global slot;
+            # it has not started, so it waits again, first in line.
+            self._global.release()
+            entry.gate.release()
+            front = True
+
+    def limits(self) -> dict[str, int]:
+        """Current limit of every tracked host."""
+        return {host: entry.controller.limit for host, entry in self._hosts.items()}
+
+    def state(self, host: str) -> HostState:
+        """One host's limit, baseline, requests in flight and waiting, and remaining pause."""
+        entry = self._hosts.get(host)
+        controller = entry.controller if entry is not None else HostController(self.settings)
+        baseline = controller.baseline_s
+        return HostState(
+            limit=controller.limit,
+            baseline_ms=None if baseline is None else baseline * 1000,
+            in_flight=entry.running if entry is not None else 0,
+            waiting=entry.users - entry.running if entry is not None else 0,
+            paused_for_s=controller.paused_for(self._clock()),
+        )
+
+    def hosts_tracked(self) -> int:
+        return len(self._hosts)
+
+    def _enter(self, host: str) -> _Host:
+        """The host's entry, most recently used and marked in use (so this very call cannot evict it)."""
+        entry = self._hosts.get(host)
+        if entry is not None:
+            self._hosts.move_to_end(host)
+            entry.users += 1
+            return entry
+        entry = self._hosts[host] = _Host(HostController(self.settings), self._clock)
+        entry.users += 1
+        self._evict()
+        return entry
+
+    def _evict(self) -> None:
+        # Hosts that must stay are moved to the back as they are met; each is looked at once per call.
+        now = self._clock()
+        for _ in range(len(self._hosts)):
+            if len(self._hosts) <= self.max_hosts:
+                return
+            oldest, entry = next(iter(self._hosts.items()))
+            if entry.users or entry.controller.paused_until > now:
+                self._hosts.move_to_end(oldest)
+                continue
+            del self._hosts[oldest]
+            entry.gate.close()
+
+    def _on_success(self, entry: _Host, latency_s: float, now: float, started: float) -> None:
+        controller = entry.controller
+        controller.on_success(latency_s, now, saturated=entry.running >= controller.limit, started=started)
+        # The limit may have grown: a waiter may now fit.
+        entry.gate.wake()
