@@ -25,6 +25,7 @@ from pipeline.connections import redact, redis_client
 from pipeline.crawls import CrawlStatus
 from pipeline.embedded import needs_embedded, resolve_services
 from pipeline.parse import InvalidSelector
+from pipeline.schedules import PIPELINES
 from pipeline.services import ServiceError
 from pipeline.settings import ConfigError, Settings, load_settings
 from pipeline.urls import InvalidURL, normalise_url
@@ -50,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     crawl.add_argument("--next-selector", metavar="CSS", help="pagination link selector (default a[rel=next])")
     crawl.add_argument("--link-selector", metavar="CSS", help="child link selector (default a[href])")
     crawl.add_argument("--scope", choices=("host", "domain", "any"), help="which hosts to follow (default host)")
+    crawl.add_argument(
+        "--pipeline",
+        choices=("web", "api"),
+        default="web",
+        help="web: HTML list pages and child pages (default); api: the paginated JSON API collector",
+    )
     crawl.add_argument("--wait", action="store_true", help="wait until the crawl is done, showing progress")
     crawl.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long (exit 3)")
     crawl.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -157,6 +164,7 @@ def _check_options(args: argparse.Namespace) -> None:
 async def _crawl(args: argparse.Namespace, settings: Settings) -> int:
     _check_options(args)
     normalise_url(args.url)  # refuse a bad URL before starting anything
+    list_job, item_job, on_complete = PIPELINES[args.pipeline]
     async with services(settings) as resolved, Pipeline(resolved) as pipeline:
         try:
             crawl_id = await pipeline.crawl(
@@ -166,6 +174,9 @@ async def _crawl(args: argparse.Namespace, settings: Settings) -> int:
                 next_selector=args.next_selector,
                 link_selector=args.link_selector,
                 scope=args.scope,
+                list_job=list_job,
+                item_job=item_job,
+                on_complete=list(on_complete) if on_complete is not None else None,
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
@@ -261,6 +272,8 @@ def _report(status: CrawlStatus, as_json: bool, out: TextIO) -> None:
             f"out of scope {data['skipped_scope']}, over max-pages {data['capped']})\n"
         )
     out.write(f"  {'duration':<13}{data['duration_s']:>8.1f}s\n")
+    for host, limit in status.host_limits.items():
+        out.write(f"  concurrency limit for {host}: {limit} requests in flight per worker\n")
 
 
 class Progress:

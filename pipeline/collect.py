@@ -6,14 +6,15 @@ process pool and saves one document. This module holds what those jobs are made 
 
 CPU-pool processes import this module to run `crunch_object`, and must not load the I/O stack
 (aiohttp, PyMongo, arq...) to do it: at the top level it imports only the standard library and
-`pipeline.crunch`; the few functions that raise the pipeline's outcome exceptions import them
-when called, which only ever happens in the worker's own process.
+`pipeline.crunch`; the few functions that raise or recognise the pipeline's outcome exceptions
+import them when called, which only ever happens in the worker's own process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 import os
 import statistics
@@ -60,6 +61,7 @@ def _permanent(reason: str, status: int | None = None) -> PermanentFailure:
 
 
 def _is_permanent(fault: BaseException) -> bool:
+    # Imported on call, like `_permanent`'s.
     from pipeline.fetch import FetchError
     from pipeline.outcome import PermanentFailure
 
@@ -197,7 +199,7 @@ def _shingles(text: str) -> frozenset[str]:
     words = [w for w in (t.strip(_STRIP) for t in text.lower().split()) if w]
     if len(words) < 2:
         return frozenset(words)
-    return frozenset(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))
+    return frozenset(f"{a} {b}" for a, b in itertools.pairwise(words))
 
 
 def similarity(a: frozenset[str], b: frozenset[str]) -> float:
@@ -228,6 +230,7 @@ def rating_stats(ratings: list[float]) -> JsonObject:
 
 
 def score(ratings: list[float]) -> float:
+    """The ratings' Bayesian average (see `PRIOR_RATING`): 3.0 with no ratings at all."""
     return round((PRIOR_RATING * PRIOR_WEIGHT + sum(ratings)) / (PRIOR_WEIGHT + len(ratings)), 3)
 
 

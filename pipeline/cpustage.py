@@ -24,6 +24,7 @@ from arq.constants import job_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from pipeline.collect import crunch_object
 from pipeline.crunch import CpuPool, CpuPoolBroken, CpuTimeout, fingerprint
 from pipeline.frontier import JOB_EXPIRES_MS
 from pipeline.serialization import deserialize, serialize
@@ -37,11 +38,7 @@ CpuFunction = Callable[..., Any]
 
 def cpu_functions(extra: dict[str, CpuFunction] | None = None) -> dict[str, CpuFunction]:
     """The functions CPU workers will run, by name: the built-in crunchers plus any given."""
-    registry: dict[str, CpuFunction] = {"fingerprint": fingerprint}
-    with contextlib.suppress(ImportError):  # the API collector's cruncher, when present
-        from pipeline.collect import crunch_object
-
-        registry["crunch_object"] = crunch_object
+    registry: dict[str, CpuFunction] = {"fingerprint": fingerprint, "crunch_object": crunch_object}
     registry.update(extra or {})
     return registry
 

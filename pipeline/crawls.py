@@ -15,7 +15,7 @@ from pipeline.frontier import Discovery, Frontier
 from pipeline.parse import check_selector
 from pipeline.settings import CrawlSettings
 from pipeline.storage import MongoStore, utcnow
-from pipeline.urls import Scope, normalise_url
+from pipeline.urls import Scope, normalise_url, url_host
 
 COUNTERS = (
     "discovered",
@@ -113,6 +113,7 @@ class CrawlStatus:
     created_at: dt.datetime | None
     finished_at: dt.datetime | None
     counters: dict[str, int] = field(default_factory=dict)
+    host_limits: dict[str, int] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -152,6 +153,7 @@ class CrawlStatus:
         data["duration_s"] = round(self.duration_s, 3)
         data["created_at"] = self.created_at.isoformat() if self.created_at else None
         data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        data["host_limits"] = dict(self.host_limits)
         return data
 
 
@@ -211,6 +213,9 @@ async def crawl_status(store: MongoStore, frontier: Frontier, crawl_id: str) -> 
     counters = dict(record.get("counters") or {})
     if record.get("state") != "done":
         counters = await frontier.counters(crawl_id) or counters
+    start_url = record.get("start_url", "")
+    host = url_host(start_url)
+    limit = await frontier.host_limit(host) if host else None
     return CrawlStatus(
         crawl_id=crawl_id,
         start_url=record.get("start_url", ""),
@@ -218,4 +223,5 @@ async def crawl_status(store: MongoStore, frontier: Frontier, crawl_id: str) -> 
         created_at=record.get("created_at"),
         finished_at=record.get("finished_at"),
         counters={k: int(v) for k, v in counters.items() if k in COUNTERS + COUNTERS_SKIPPED + ("pending",)},
+        host_limits={host: limit} if limit is not None else {},
     )

@@ -7,6 +7,7 @@ only classifies.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from dataclasses import dataclass, field
@@ -14,12 +15,13 @@ from dataclasses import dataclass, field
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from pipeline.limits import HostLimiter
+from pipeline.adaptive import AdaptiveLimiter, SlotReport
 from pipeline.netguard import BlockedAddress, GuardedResolver, blocked_cause, check_host
 from pipeline.settings import FetchSettings
 from pipeline.urls import InvalidURL, normalise_url, url_host
 
 _REDIRECTS = {301, 302, 303, 307, 308}
+_OVERLOAD = {429, 503, 504}
 _CHUNK = 64 * 1024
 
 
@@ -79,7 +81,9 @@ def create_session(settings: FetchSettings) -> aiohttp.ClientSession:
     """The worker's one HTTP session, its connector sized to the concurrency it is allowed."""
     connector = aiohttp.TCPConnector(
         limit=settings.concurrency,
-        limit_per_host=settings.per_host,
+        # The adaptive limiter decides per-host concurrency; a connector cap below it would queue
+        # requests silently, which reads as rising latency and makes the limiter back off.
+        limit_per_host=0,
         resolver=GuardedResolver(settings.allow_private_networks),
         ttl_dns_cache=300,
         enable_cleanup_closed=True,
@@ -100,7 +104,7 @@ def create_session(settings: FetchSettings) -> aiohttp.ClientSession:
 class Fetcher:
     """GETs pages through the shared session under the shared limits."""
 
-    def __init__(self, session: aiohttp.ClientSession, limiter: HostLimiter, settings: FetchSettings) -> None:
+    def __init__(self, session: aiohttp.ClientSession, limiter: AdaptiveLimiter, settings: FetchSettings) -> None:
         self._session = session
         self._limiter = limiter
         self._settings = settings
@@ -130,21 +134,8 @@ class Fetcher:
         host = url_host(url)
         try:
             check_host(host, self._settings.allow_private_networks)
-            async with (
-                self._limiter.slot(host),
-                self._session.get(url, allow_redirects=False, headers=headers) as resp,
-            ):
-                if resp.status in _REDIRECTS:
-                    return resp.status, resp.headers, b"", False
-                if resp.status == 429 or resp.status >= 500:
-                    raise FetchError(
-                        f"HTTP {resp.status}",
-                        retryable=True,
-                        status=resp.status,
-                        retry_after=parse_retry_after(resp.headers.get("Retry-After")),
-                    )
-                body, truncated = await self._read_capped(resp)
-                return resp.status, resp.headers, body, truncated
+            async with self._limiter.slot(host) as report:
+                return await self._exchange(url, headers, report)
         except FetchError:
             raise
         except BlockedAddress as exc:
@@ -155,7 +146,7 @@ class Fetcher:
             raise FetchError("too many redirects", retryable=False) from None
         except aiohttp.InvalidURL as exc:
             raise FetchError(f"invalid URL: {exc}", retryable=False) from None
-        except aiohttp.ClientPayloadError as exc:
+        except (aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
             raise FetchError(f"truncated or corrupt body: {exc}", retryable=True) from None
         except aiohttp.ClientResponseError as exc:
             # Malformed status line or headers: the server is broken in a way a retry rarely fixes,
@@ -166,6 +157,34 @@ class Fetcher:
             if blocked is not None:
                 raise FetchError(str(blocked), retryable=False) from None
             raise FetchError(f"connection error: {type(exc).__name__}: {exc}", retryable=True) from None
+
+    async def _exchange(
+        self, url: str, headers: dict[str, str] | None, report: SlotReport
+    ) -> tuple[int, CIMultiDictProxy[str], bytes, bool]:
+        """One request and response, telling the host's concurrency controller how it went."""
+        started = time.perf_counter()
+        try:
+            async with self._session.get(url, allow_redirects=False, headers=headers) as resp:
+                latency = time.perf_counter() - started
+                if resp.status == 429 or resp.status >= 500:
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    # 429, 503 and 504 say "too much": back off. Other 5xx are the page's fault.
+                    if resp.status in _OVERLOAD:
+                        report.overload(retry_after)
+                    else:
+                        report.error()
+                    raise FetchError(f"HTTP {resp.status}", retryable=True, status=resp.status, retry_after=retry_after)
+                report.success(latency)
+                if resp.status in _REDIRECTS:
+                    return resp.status, resp.headers, b"", False
+                body, truncated = await self._read_capped(resp)
+                return resp.status, resp.headers, body, truncated
+        except TimeoutError:
+            report.overload()
+            raise
+        except (aiohttp.ClientError, OSError):
+            report.error()
+            raise
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         """Read at most `max_body_bytes` of the (decompressed) body; a gzip bomb stops at the cap."""

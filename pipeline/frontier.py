@@ -37,6 +37,7 @@ Kind = Literal["page", "list"]
 CRAWL_KEY_TTL_S = 7 * 24 * 3600
 JOB_EXPIRES_MS = 24 * 3600 * 1000
 FETCH_PAGE = "fetch_page"
+HOST_LIMITS_KEY = "pipeline:host_limits"
 CRAWL_LIST = "crawl"
 
 # Registering URLs. Each candidate is (member, kind, job id, payload). A new member is queued
@@ -329,6 +330,17 @@ class Frontier:
             for crawl_id, count in counts.items():
                 pipe.hincrby(self._keys(crawl_id)[1], "queued", -count)
             await pipe.execute()
+
+    async def publish_host_limits(self, limits: Mapping[str, int]) -> None:
+        """Current per-host concurrency limits, as last reported by any worker (kept a minute)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(HOST_LIMITS_KEY, mapping=dict(limits))
+            pipe.expire(HOST_LIMITS_KEY, 60)
+            await pipe.execute()
+
+    async def host_limit(self, host: str) -> int | None:
+        raw = await self._redis.hget(HOST_LIMITS_KEY, host)  # type: ignore[misc]
+        return int(raw) if raw is not None else None
 
     async def try_lock(self, name: str, seconds: float) -> bool:
         """A short-lived lock (SET NX PX), for work one worker at a time should do."""

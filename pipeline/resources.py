@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
+from pipeline.adaptive import AdaptiveLimiter, AdaptiveSettings
 from pipeline.backlog import Backlog
 from pipeline.blobs import BlobStore, FileBlobStore, S3BlobStore
 from pipeline.connections import mongo_client, redis_client
@@ -22,7 +23,6 @@ from pipeline.crawls import CrawlOptions
 from pipeline.crunch import CpuPool
 from pipeline.fetch import Fetcher, create_session
 from pipeline.frontier import Frontier
-from pipeline.limits import HostLimiter
 from pipeline.settings import Settings
 from pipeline.storage import MongoStore
 
@@ -37,7 +37,7 @@ class Resources:
     store: MongoStore
     blobs: BlobStore
     fetcher: Fetcher
-    limiter: HostLimiter
+    limiter: AdaptiveLimiter
     backlog: Backlog
     cpu: CpuPool | None  # this worker's pool; None when CPU work goes to CPU workers
     remote_cpu: RemoteCpu | None
@@ -73,6 +73,18 @@ class Resources:
 
     async def close(self) -> None:
         await self._stack.aclose()
+
+
+def adaptive_settings(settings: Settings) -> AdaptiveSettings:
+    """Per-host limits between `fetch.per_host_min` and `fetch.per_host`; fixed when not adaptive."""
+    fetch = settings.fetch
+    if not fetch.adaptive:
+        return AdaptiveSettings(min_limit=fetch.per_host, max_limit=fetch.per_host, initial_limit=fetch.per_host)
+    return AdaptiveSettings(
+        min_limit=fetch.per_host_min,
+        max_limit=fetch.per_host,
+        initial_limit=max(fetch.per_host_min, min(fetch.per_host_initial, fetch.per_host)),
+    )
 
 
 async def open_blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:
@@ -120,7 +132,7 @@ async def open_resources(settings: Settings, redis: Redis, *, local_cpu: bool = 
         blobs = await open_blob_store(settings, stack)
         session = create_session(settings.fetch)
         stack.push_async_callback(session.close)
-        limiter = HostLimiter(settings.fetch.concurrency, settings.fetch.per_host)
+        limiter = AdaptiveLimiter(settings.fetch.concurrency, adaptive_settings(settings))
         cpu: CpuPool | None = None
         remote_cpu: RemoteCpu | None = None
         if local_cpu:

@@ -23,7 +23,11 @@ from pipeline.storage import Document, MongoStore, utcnow
 
 log = logging.getLogger("pipeline.schedules")
 
-PIPELINE_JOBS = {"web": ("crawl", "fetch_page"), "api": ("collect_list", "collect_object")}
+# Each pipeline's list job, item job and completion jobs (None: `crawl.on_complete`).
+PIPELINES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
+    "web": ("crawl", "fetch_page", None),
+    "api": ("collect_list", "collect_object", ("collect_summary",)),
+}
 SCHEDULED_CRAWL = "scheduled_crawl"
 
 
@@ -52,7 +56,7 @@ async def run_schedule(res: Resources, spec: ScheduleSpec) -> str | None:
             await events.insert_one({"schedule": spec.name, "at": utcnow(), "action": "skipped", "reason": reason})
             log.warning("schedule %s: tick skipped, %s", spec.name, reason)
             return None
-    list_job, item_job = PIPELINE_JOBS[spec.pipeline]
+    list_job, item_job, on_complete = PIPELINES[spec.pipeline]
     options = CrawlOptions.build(
         spec.start_url,
         res.settings.crawl,
@@ -63,6 +67,7 @@ async def run_schedule(res: Resources, spec: ScheduleSpec) -> str | None:
         scope=spec.scope,
         list_job=list_job,
         item_job=item_job,
+        on_complete=on_complete,
         schedule=spec.name,
         conditional=spec.conditional,
     )

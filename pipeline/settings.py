@@ -78,6 +78,9 @@ class WorkerSettingsSection:
 class FetchSettings:
     concurrency: int = _setting(200, min=1)
     per_host: int = _setting(32, min=1)
+    adaptive: bool = _setting(True)
+    per_host_min: int = _setting(2, min=1)
+    per_host_initial: int = _setting(8, min=1)
     connect_timeout: float = _setting(10.0, min=0.1)
     read_timeout: float = _setting(30.0, min=0.1)
     max_redirects: int = _setting(10, min=0)
@@ -245,6 +248,11 @@ def _check_consistency(settings: Settings) -> None:
         raise ConfigError(
             f"fetch.per_host: must not exceed fetch.concurrency ({settings.fetch.concurrency}), "
             f"got {settings.fetch.per_host}"
+        )
+    if settings.fetch.per_host_min > settings.fetch.per_host:
+        raise ConfigError(
+            f"fetch.per_host_min: must not exceed fetch.per_host ({settings.fetch.per_host}), "
+            f"got {settings.fetch.per_host_min}"
         )
     if settings.fetch.retry_max_delay < settings.fetch.retry_base_delay:
         raise ConfigError("fetch.retry_max_delay: must be at least fetch.retry_base_delay")

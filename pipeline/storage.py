@@ -100,6 +100,7 @@ class MongoStore:
         await self.pages.create_index([("url", ASCENDING)], unique=True)
         await self.pages.create_index([("crawl_id", ASCENDING)])
         await self.failures.create_index([("crawl_id", ASCENDING), ("url", ASCENDING)], unique=True)
+        await self.db["objects"].create_index([("url", ASCENDING)], unique=True)
 
     async def save_page(self, page: Document) -> None:
         """Upsert the page's document by URL (batched with other jobs' writes)."""

@@ -23,6 +23,7 @@ from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from jobs import crawl, crawl_summary, fetch_page
+from jobs.collect import collect_list, collect_object, collect_summary
 from jobs.cpu import cpu_task
 from pipeline.backlog import sweep_forever
 from pipeline.connections import arq_redis_settings
@@ -32,7 +33,7 @@ from pipeline.embedded import resolve_services
 from pipeline.frontier import Departures
 from pipeline.lease import Leases
 from pipeline.outcome import ARQ_TRIES_HEADROOM, SETTLED_CRAWL
-from pipeline.resources import open_resources
+from pipeline.resources import Resources, open_resources
 from pipeline.schedules import cron_jobs
 from pipeline.serialization import deserialize, serialize
 from pipeline.settings import ConfigError, Settings, load_settings
@@ -49,6 +50,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx["leases"] = leases = Leases(ctx["redis"], settings.worker.lease)
     leases.start()
     ctx["sweeper"] = asyncio.create_task(sweep_forever(ctx["pipeline"].backlog), name="pipeline-backlog-sweeper")
+    ctx["limits_publisher"] = asyncio.create_task(publish_host_limits(ctx["pipeline"]), name="pipeline-host-limits")
     log.info(
         "pipeline worker ready: %d jobs, fetch concurrency %d (%d per host), %d CPU processes",
         settings.worker.max_jobs,
@@ -56,6 +58,19 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         settings.fetch.per_host,
         settings.cpu_processes,
     )
+
+
+async def publish_host_limits(res: Resources, interval: float = 2.0) -> None:
+    """Share this worker's current per-host limits, so crawl status can show them."""
+    while True:
+        await asyncio.sleep(interval)
+        limits = res.limiter.limits()
+        if not limits:
+            continue
+        try:
+            await res.frontier.publish_host_limits(limits)
+        except RedisError as exc:
+            log.warning("could not publish host limits: %s", exc)
 
 
 async def on_job_start(ctx: dict[str, Any]) -> None:
@@ -70,11 +85,12 @@ async def after_job_end(ctx: dict[str, Any]) -> None:
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
-    sweeper = ctx.pop("sweeper", None)
-    if sweeper is not None:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+    for name in ("sweeper", "limits_publisher"):
+        task = ctx.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     leases = ctx.pop("leases", None)
     if leases is not None:
         await leases.stop()
@@ -150,7 +166,8 @@ def worker_kwargs(settings: Settings, role: Role = "all", **overrides: Any) -> d
     tries = worker.max_tries + ARQ_TRIES_HEADROOM
     # arq's own timeout must never fire first: ours (in `settle`) retries, arq's drops the job.
     arq_timeout = worker.job_timeout + 30
-    jobs: list[Any] = [crawl, fetch_page, crawl_summary, *(load_function(path) for path in worker.functions)]
+    jobs: list[Any] = [crawl, fetch_page, crawl_summary, collect_list, collect_object, collect_summary]
+    jobs += [load_function(path) for path in worker.functions]
     kwargs: dict[str, Any] = {
         "functions": [
             func(job, name=job.__name__, max_tries=tries, timeout=arq_timeout, keep_result=worker.keep_result)
