@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,6 +39,8 @@ CRAWL_KEY_TTL_S = 7 * 24 * 3600
 JOB_EXPIRES_MS = 24 * 3600 * 1000
 FETCH_PAGE = "fetch_page"
 HOST_LIMITS_KEY = "pipeline:host_limits"
+SENT_CACHE_CRAWLS = 8
+SENT_CACHE_PER_CRAWL = 200_000
 CRAWL_LIST = "crawl"
 
 # Registering URLs. Each candidate is (member, kind, job id, payload). A new member is queued
@@ -216,6 +219,7 @@ class Frontier:
         self._promote = redis.register_script(_PROMOTE)
         self._finish = redis.register_script(_FINISH)
         self._enqueue_once = redis.register_script(_ENQUEUE_ONCE)
+        self._sent: OrderedDict[str, set[str]] = OrderedDict()
 
     @staticmethod
     def _keys(crawl_id: str) -> tuple[str, str, str]:
@@ -263,16 +267,34 @@ class Frontier:
         args: list[Any] = [now_ms, JOB_EXPIRES_MS, max_pages, CRAWL_KEY_TTL_S, job_key_prefix]
         args += [skipped_invalid, skipped_scope, max_queued]
         candidates: dict[str, Discovery] = {}
+        sent = self._sent_members(crawl_id)
         for item in found:
             member = _member(item.kind, item.url)
-            if member in candidates:
+            if member in candidates or member in sent:
                 continue
             candidates[member] = item
             args += [member, item.kind, job_id(crawl_id, item.kind, item.url), _payload(crawl_id, item, now_ms)]
         if not candidates and not (skipped_invalid or skipped_scope):
             return RegisterResult(0, 0, 0, [])
         new_pages, new_lists, capped, parked = await self._register(keys=[urls, stats, self.queue_name], args=args)
-        return RegisterResult(int(new_pages), int(new_lists), int(capped), [candidates[_text(m)] for m in parked])
+        parked_members = {_text(m) for m in parked}
+        # Parked URLs are not remembered: a retried job must send them again so they reach the backlog.
+        sent.update(m for m in candidates if m not in parked_members)
+        if len(sent) > SENT_CACHE_PER_CRAWL:
+            sent.clear()
+        return RegisterResult(int(new_pages), int(new_lists), int(capped), [candidates[m] for m in parked_members])
+
+    def _sent_members(self, crawl_id: str) -> set[str]:
+        """Members this process already registered for the crawl: real sites repeat their links
+        on every page, and re-sending each one to Redis costs a payload and a lookup there."""
+        sent = self._sent.get(crawl_id)
+        if sent is None:
+            sent = self._sent[crawl_id] = set()
+            if len(self._sent) > SENT_CACHE_CRAWLS:
+                self._sent.popitem(last=False)
+        else:
+            self._sent.move_to_end(crawl_id)
+        return sent
 
     async def promote(self, crawl_id: str, items: Iterable[Discovery], *, max_queued: int) -> tuple[int, int]:
         """Queue parked URLs again, in order, up to the bound.

@@ -56,7 +56,7 @@ class S3Settings:
 class StorageSettings:
     data_dir: str = _setting("./pipeline-data")
     batch_size: int = _setting(100, min=1)
-    batch_delay_ms: float = _setting(5.0, min=0)
+    batch_delay_ms: float = _setting(50.0, min=0)
     retry_window: float = _setting(30.0, min=0)
 
 

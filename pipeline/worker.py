@@ -217,6 +217,10 @@ class ResilientWorker(Worker):
                 return
             job_id = raw_id.decode()
             task_before = self.tasks.get(job_id)
+            if task_before is not None and not task_before.done():
+                # arq keeps a running job in the queue until it finishes, and would open a claim
+                # transaction for it at every poll: skip the jobs this worker is running itself.
+                continue
             try:
                 await super().start_jobs([raw_id])
             except (RedisError, OSError):
