@@ -24,16 +24,16 @@ import contextlib
 import json
 import math
 import random
-import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from pipeline.threaded import ThreadedServer
 
 JSON = "application/json"
 LIST_PATH = "/api/items"
@@ -337,18 +337,17 @@ def _error(status: int, message: str) -> web.Response:
     return web.Response(status=status, body=_encode({"error": message}), content_type=JSON)
 
 
-class ThreadedApiSite:
+class ThreadedApiSite(ThreadedServer[ApiSite]):
     """An `ApiSite` on its own event loop in a daemon thread.
 
     Serving the API on its own loop keeps its CPU cost out of the latency of the collector under
     test, and gives synchronous callers an API without a loop.
     """
 
+    thread_name = "api-site"
+
     def __init__(self, config: ApiSiteConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.site = ApiSite(config)
-        self._host, self._port = host, port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(ApiSite(config), host, port)
 
     @property
     def base_url(self) -> str:
@@ -357,43 +356,6 @@ class ThreadedApiSite:
     @property
     def list_url(self) -> str:
         return self.site.list_url
-
-    def start(self) -> str:
-        ready: Future[str] = Future()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="api-site", daemon=True)
-        self._thread.start()
-        return ready.result(timeout=30)
-
-    def stop(self) -> None:
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        self._thread = None
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-
-    def _run(self, ready: Future[str]) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        try:
-            ready.set_result(loop.run_until_complete(self.site.start(self._host, self._port)))
-        except BaseException as exc:  # noqa: BLE001 - handed to the thread waiting in start()
-            ready.set_exception(exc)
-            loop.close()
-            return
-        try:
-            loop.run_forever()
-            loop.run_until_complete(self.site.stop())
-        finally:
-            loop.close()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,11 +21,9 @@ import math
 import random
 import socket
 import struct
-import threading
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from email.utils import formatdate
 from types import TracebackType
@@ -33,6 +31,8 @@ from typing import NamedTuple, Self
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from pipeline.threaded import ThreadedServer
 
 HTML = "text/html; charset=utf-8"
 #: Appears only inside <script>, <style> and comments, so must never reach extracted text.
@@ -414,59 +414,21 @@ class DemoSite:
         return web.Response(status=code, body=b"" if code in (204, 304) else f"status {code}".encode())
 
 
-class ThreadedSite:
+class ThreadedSite(ThreadedServer[DemoSite]):
     """A `DemoSite` on its own event loop in a daemon thread.
 
     Serving thousands of pages a second costs CPU; on a separate loop that cost does not distort
     the latency of the crawler under test, and synchronous callers get a site without a loop.
     """
 
+    thread_name = "demo-site"
+
     def __init__(self, config: SiteConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.site = DemoSite(config)
-        self._host, self._port = host, port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(DemoSite(config), host, port)
 
     @property
     def base_url(self) -> str:
         return self.site.base_url
-
-    def start(self) -> str:
-        ready: Future[str] = Future()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="demo-site", daemon=True)
-        self._thread.start()
-        return ready.result(timeout=30)
-
-    def stop(self) -> None:
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        self._thread = None
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-
-    def _run(self, ready: Future[str]) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        try:
-            ready.set_result(loop.run_until_complete(self.site.start(self._host, self._port)))
-        except BaseException as exc:  # noqa: BLE001 - handed to the thread waiting in start()
-            ready.set_exception(exc)
-            loop.close()
-            return
-        try:
-            loop.run_forever()
-            loop.run_until_complete(self.site.stop())
-        finally:
-            loop.close()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def _parser() -> argparse.ArgumentParser:
