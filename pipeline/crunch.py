@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import multiprocessing
+import os
 import string
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -101,7 +104,12 @@ class CpuPool:
         self.rebuilds = 0
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.processes, mp_context=self._context)
+        return ProcessPoolExecutor(
+            max_workers=self.processes,
+            mp_context=self._context,
+            initializer=_exit_with_worker,
+            initargs=(os.getpid(),),
+        )
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` in a child process; kill and rebuild on timeout or a dead child."""
@@ -132,6 +140,27 @@ class CpuPool:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _exit_with_worker(worker_pid: int) -> None:
+    """Make a pool process exit when the worker that owns the pool is gone.
+
+    A pool process waits on a queue whose write end it holds itself, so it never sees the end
+    of a worker that was `kill -9`'d, and would idle forever. Its parent is the fork server,
+    not the worker, so this watches the worker's pid instead.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(worker_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass  # the pid exists (someone else's): keep watching
+
+    threading.Thread(target=watch, name="pipeline-worker-watch", daemon=True).start()
 
 
 def _kill(executor: ProcessPoolExecutor) -> None:

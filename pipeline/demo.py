@@ -11,7 +11,7 @@ import sys
 import time
 
 from pipeline.api import Pipeline
-from pipeline.cli import Progress, in_process_worker, services
+from pipeline.commands import Progress, in_process_worker, services
 from pipeline.connections import redact
 from pipeline.settings import Settings
 from pipeline.site import SiteConfig, ThreadedSite
