@@ -40,7 +40,8 @@ async def collect_list(ctx: dict[str, Any], crawl_id: str, url: str, depth: int 
 
     async def work(res: Resources, attempt: Attempt) -> None:
         options = await res.crawl_options(crawl_id)
-        listing = parse_listing((await fetch_json(res.fetcher, url)).data)
+        # A list page goes ahead of the objects already queued: every later page waits for it.
+        listing = parse_listing((await fetch_json(res.fetcher, url, priority=True)).data)
         await ensure_indexes(res)  # before any object of this page can be saved
         await res.backlog.schedule(crawl_id, options, listing_found(url, listing, options))
         await finish(res, crawl_id, "list", url, stored=True, fetched=True, attempt=attempt)

@@ -92,7 +92,8 @@ class HostController:
     count towards growth when the host used its whole limit (`saturated`): a host we send one
     request at a time gives no evidence that it could take more.
 
-    For one cooldown after a decrease the limit that triggered it is off-limits: regrowth stops
+    Until the host first pushes back, the limit doubles per window (slow start); afterwards it
+    grows by one per window. For one cooldown after a decrease the limit that triggered it is off-limits: regrowth stops
     one below it rather than probing a level just shown to be too high, then resumes probing.
     """
 
@@ -140,7 +141,7 @@ class HostController:
             self.baseline_s = typical
         elif typical > self.baseline_s * self.settings.latency_factor:
             self.slowdowns += 1
-            self._back_off(now)
+            self._back_off(now, sent_at_this_limit=started is not None and started >= self._changed_at)
             return
         if saturated and (started is None or started >= self._changed_at):
             self._streak += 1
@@ -158,7 +159,7 @@ class HostController:
             pause = min(retry_after, self.settings.max_pause_s)
             self.paused_until = max(self.paused_until, now + pause)
         if not self._stale(started):
-            self._back_off(now)
+            self._back_off(now, sent_at_this_limit=started is not None and started >= self._changed_at)
 
     def on_error(self, now: float) -> None:
         """Any other failure: a connection reset, a 500 from a broken page, a DNS error.
@@ -179,12 +180,15 @@ class HostController:
     def _in_cooldown(self, now: float) -> bool:
         return now - self._decreased_at < self.settings.cooldown_s
 
-    def _back_off(self, now: float) -> None:
+    def _back_off(self, now: float, sent_at_this_limit: bool) -> None:
         self._streak = 0
         if self._in_cooldown(now):
             # Fresh trouble while the last decrease is still settling: no second halving yet, but
-            # this limit too is now known to be too high.
+            # this limit too is now known to be too high, so step just below it.
             self._ceiling = self.limit if self._ceiling is None else min(self._ceiling, self.limit)
+            if sent_at_this_limit and self.limit > self.settings.min_limit:
+                self.limit -= 1
+                self._changed_at = now
             return
         self._ceiling = self.limit
         self.limit = max(self.settings.min_limit, self.limit // 2)
@@ -198,7 +202,10 @@ class HostController:
         if self._ceiling is not None and self._in_cooldown(now):
             cap = min(cap, self._ceiling - 1)
         if self.limit < cap:
-            self.limit += 1
+            # Slow start, as in TCP: until the host first pushes back, double per window of good
+            # results; growing by one per window would take minutes to reach a fast host's real
+            # capacity when each round trip takes a second. After that, probe by one.
+            self.limit = min(cap, self.limit * 2) if self.decreases == 0 else self.limit + 1
             self.increases += 1
             self._changed_at = now
             self._streak = 0
@@ -385,16 +392,17 @@ class AdaptiveLimiter:
         self.peak_in_flight = 0
 
     @asynccontextmanager
-    async def slot(self, host: str) -> AsyncIterator[SlotReport]:
+    async def slot(self, host: str, *, priority: bool = False) -> AsyncIterator[SlotReport]:
         """Hold one request slot for `host`; report the request's outcome on the yielded object.
 
         Waits for the host's pause to end and a slot under its current limit, then for a global
         slot. Host first: a request waiting on a busy host must not hold a global slot that
-        requests to idle hosts could use.
+        requests to idle hosts could use. A `priority` request (a list page, which every child
+        behind it waits for) goes to the front of the host's queue.
         """
         entry = self._enter(host)
         try:
-            await self._admit(entry)
+            await self._admit(entry, priority)
             try:
                 report = SlotReport(self, entry, self._clock())
                 entry.running += 1
@@ -412,9 +420,8 @@ class AdaptiveLimiter:
         finally:
             entry.users -= 1
 
-    async def _admit(self, entry: _Host) -> None:
+    async def _admit(self, entry: _Host, front: bool = False) -> None:
         """Take a host slot, then a global slot, ending with both held and the host still open."""
-        front = False
         while True:
             await entry.gate.acquire(front=front)
             try:

@@ -83,14 +83,14 @@ def decode_object(body: bytes, content_type: str, status: int | None = None) -> 
     return data
 
 
-async def fetch_json(fetcher: Fetcher, url: str) -> Payload:
+async def fetch_json(fetcher: Fetcher, url: str, *, priority: bool = False) -> Payload:
     """GET `url` and decode the JSON object it answers with.
 
     Faults are classified as the web pipeline's are: the fetcher raises `FetchError` (retryable
     for connection errors, timeouts, 429 and 5xx); any other non-2xx status, a body cut at the
     size cap and a body that is not a JSON object raise `PermanentFailure`.
     """
-    response = await fetcher.get(url, headers=ACCEPT_JSON)
+    response = await fetcher.get(url, headers=ACCEPT_JSON, priority=priority)
     if not 200 <= response.status < 300:
         raise _permanent(f"HTTP {response.status}", response.status)
     if response.truncated:

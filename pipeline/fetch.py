@@ -109,12 +109,13 @@ class Fetcher:
         self._limiter = limiter
         self._settings = settings
 
-    async def get(self, url: str, headers: dict[str, str] | None = None) -> Response:
+    async def get(self, url: str, headers: dict[str, str] | None = None, *, priority: bool = False) -> Response:
+        """GET `url`, following redirects; `priority` requests (list pages) are served first."""
         started = time.perf_counter()
         current = url
         visited = {url}
         for hop in range(self._settings.max_redirects + 1):
-            status, resp_headers, body, truncated = await self._request(current, headers)
+            status, resp_headers, body, truncated = await self._request(current, headers, priority)
             location = resp_headers.get("Location") if status in _REDIRECTS else None
             if location is None:
                 return self._response(url, current, status, resp_headers, body, truncated, hop, started)
@@ -129,12 +130,12 @@ class Fetcher:
         raise FetchError(f"more than {self._settings.max_redirects} redirects", retryable=False, status=status)
 
     async def _request(
-        self, url: str, headers: dict[str, str] | None
+        self, url: str, headers: dict[str, str] | None, priority: bool = False
     ) -> tuple[int, CIMultiDictProxy[str], bytes, bool]:
         host = url_host(url)
         try:
             check_host(host, self._settings.allow_private_networks)
-            async with self._limiter.slot(host) as report:
+            async with self._limiter.slot(host, priority=priority) as report:
                 return await self._exchange(url, headers, report)
         except FetchError:
             raise

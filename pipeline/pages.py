@@ -28,8 +28,8 @@ from pipeline.urls import url_host
 T = TypeVar("T")
 
 
-async def _fetch_ok(res: Resources, url: str) -> Response:
-    response = await res.fetcher.get(url)
+async def _fetch_ok(res: Resources, url: str, *, priority: bool = False) -> Response:
+    response = await res.fetcher.get(url, priority=priority)
     if not 200 <= response.status < 300:
         raise PermanentFailure(f"HTTP {response.status}", response.status)
     return response
@@ -45,8 +45,8 @@ def _parse(response: Response, options: CrawlOptions, *, with_next: bool) -> Par
 
 
 async def fetch_html(res: Resources, url: str, options: CrawlOptions) -> tuple[Response, ParsedPage | None]:
-    """Fetch and parse a list page (nothing stored)."""
-    response = await _fetch_ok(res, url)
+    """Fetch and parse a list page (nothing stored); it goes ahead of queued child pages."""
+    response = await _fetch_ok(res, url, priority=True)
     return response, _parse(response, options, with_next=True)
 
 

@@ -4,6 +4,7 @@ guarantees under real asyncio scheduling, and a simulated server that overloads 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 import time
@@ -49,34 +50,40 @@ def feed(
     return now
 
 
-def test_limit_grows_one_window_at_a_time_up_to_max() -> None:
-    ctl = HostController(AdaptiveSettings(max_limit=10))
+def test_slow_start_doubles_per_window_until_the_host_pushes_back() -> None:
+    ctl = HostController(AdaptiveSettings(max_limit=40, cooldown_s=0.5))
     feed(ctl, 8, 0.05, 0.0)
     assert ctl.limit == 4 and ctl.baseline_s is None  # no baseline yet, no growth
     feed(ctl, 1, 0.05, 1.0)
     assert ctl.baseline_s == pytest.approx(0.05)
     feed(ctl, 3, 0.05, 2.0)
-    assert ctl.limit == 5  # four good results at limit 4
-    feed(ctl, 4, 0.05, 3.0)
-    assert ctl.limit == 5
-    feed(ctl, 1, 0.05, 4.0)
-    assert ctl.limit == 6  # five at limit 5
+    assert ctl.limit == 8  # four good results at limit 4: doubled
+    feed(ctl, 8, 0.05, 3.0)
+    assert ctl.limit == 16
+    feed(ctl, 16, 0.05, 4.0)
+    assert ctl.limit == 32
+    feed(ctl, 32, 0.05, 5.0)
+    assert ctl.limit == 40  # capped at max_limit
 
+    ctl.on_overload(now=7.0)
+    assert ctl.limit == 20
+    now = feed(ctl, 9, 0.05, 8.0)  # fresh samples after the decrease
     seen = [ctl.limit]
-    now = 5.0
-    for _ in range(500):
+    for _ in range(200):
         now = feed(ctl, 1, 0.05, now)
         seen.append(ctl.limit)
-    assert seen == sorted(seen) and seen[-1] == 10 and ctl.increases == 6
+    # After the first push-back, growth is one per window.
+    assert seen == sorted(seen) and all(b - a <= 1 for a, b in itertools.pairwise(seen))
+    assert seen[-1] > 20
 
 
 def test_fixed_increase_every() -> None:
-    ctl = HostController(AdaptiveSettings(increase_every=2))
+    ctl = HostController(AdaptiveSettings(increase_every=2, max_limit=100))
     feed(ctl, 9, 0.05, 0.0)
     feed(ctl, 1, 0.05, 1.0)
-    assert ctl.limit == 5
+    assert ctl.limit == 8
     feed(ctl, 2, 0.05, 2.0)
-    assert ctl.limit == 6
+    assert ctl.limit == 16
 
 
 def test_only_saturated_fresh_successes_grow_the_limit() -> None:
@@ -88,11 +95,11 @@ def test_only_saturated_fresh_successes_grow_the_limit() -> None:
     ctl.on_success(0.05, 200.0, started=199.0)
     for _ in range(3):
         ctl.on_success(0.05, 200.0, started=199.0)
-    assert ctl.limit == 5
+    assert ctl.limit == 8  # slow start: a window of good results doubles the limit
     # Results of requests sent before the limit last changed are evidence about the old limit.
     for _ in range(10):
         ctl.on_success(0.05, 201.0, started=199.5)
-    assert ctl.limit == 5
+    assert ctl.limit == 8
 
 
 def test_overload_halves_once_per_cooldown_and_respects_min() -> None:
@@ -132,7 +139,7 @@ def test_limit_that_overloaded_is_off_limits_during_cooldown() -> None:
     assert ctl.limit == 8
 
 
-def test_latency_jump_halves_once_per_cooldown() -> None:
+def test_latency_jump_halves_once_per_cooldown_then_steps_down() -> None:
     ctl = HostController(AdaptiveSettings(initial_limit=8, cooldown_s=1.0))
     feed(ctl, 9, 0.010, 0.0)
     assert ctl.baseline_s == pytest.approx(0.010)
@@ -141,7 +148,8 @@ def test_latency_jump_halves_once_per_cooldown() -> None:
     feed(ctl, 1, 0.030, 1.1)
     assert ctl.limit == 4 and ctl.slowdowns == 1  # most recent ones are
     feed(ctl, 9, 0.030, 1.2)
-    assert ctl.limit == 4 and ctl.slowdowns == 2  # still slow, but within the cooldown
+    # Still slow at the new limit, within the cooldown: no second halving, one step down.
+    assert ctl.limit == 3 and ctl.slowdowns == 2
     feed(ctl, 9, 0.030, 2.5)
     assert ctl.limit == 2
 
