@@ -1,0 +1,354 @@
+"""Run the benchmark: `python -m bench.run [--workload W] [--workers N[,M]] [--out FILE]`.
+
+For each workload it serves a fresh synthetic site, runs the floor (`bench.floor`) and then the
+pipeline with each requested number of workers, verifies every crawl in MongoDB and S3, and
+prints one JSON line per run on stdout (a Markdown summary goes to stderr). The services
+(Redis, SecantusDB, moto's S3) are started once and shared; each run gets its own queue,
+database and bucket. Exit status 0 only if every run's crawl verified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bench.cluster import BenchError, Child, Services, site_stats, start_services, start_site
+from bench.procstat import MB, Sampler, TreeMeter
+from bench.profiler import Profiler, ProfileRequest
+from bench.report import machine, source, table, versions
+from bench.servercounters import ServerCounters
+from bench.subjects import FloorSubject, Outcome, PipelineSubject, RunPlaces, Subject
+from bench.verify import Target, drop, verify
+from bench.workloads import WORKLOADS, Workload
+
+ALL = ("fan-out", "latency-bound", "link-heavy")
+SERVICE_NAMES = ("redis", "mongo", "s3", "site")
+
+
+@dataclass
+class Measured:
+    """What the meters saw during one crawl."""
+
+    cpu_s: float
+    peak_rss_mb: float
+    peak_pss_mb: float
+    processes: int
+    services_cpu_s: dict[str, float]
+    runner_cpu_s: float
+    counters: ServerCounters
+    other_cpu_s: float  # everything else the machine ran meanwhile: noise if large
+
+
+def site_args(workload: Workload) -> list[str]:
+    """`bench.site` options for the workload's `SiteConfig`, one per field."""
+    args: list[str] = []
+    for name, value in asdict(workload.site).items():
+        args += ["--" + name.replace("_", "-"), str(value)]
+    return args
+
+
+def _meters(children: list[Child], services: Services, site: Child) -> dict[str, TreeMeter]:
+    meters = {"subject": TreeMeter("subject", [child.pid for child in children], memory=True)}
+    for name, pid in {**services.pids(), "site": site.pid}.items():
+        meters[name] = TreeMeter(name, [pid])
+    return meters
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every run of one invocation shares."""
+
+    services: Services
+    logs: Path
+    out: Path | None = None
+    profile: ProfileRequest | None = None
+
+
+def _crawl_measured(
+    subject: Subject, children: list[Child], workload: Workload, places: RunPlaces, bench: Bench, site: Child
+) -> tuple[Outcome, Measured]:
+    """The crawl, with the meters' window (and the profiler, if asked for) open exactly around it."""
+    services = bench.services
+    meters = _meters(children, services, site)
+    counters = ServerCounters(services.redis.url, services.mongo.url)
+    profilers: list[Profiler] = []
+    with Sampler(list(meters.values())) as sampler:
+
+        def mark() -> None:
+            counters.start()
+            sampler.mark()
+            if bench.profile is not None:
+                path = bench.profile.path_for(workload.name, subject.name, subject.workers)
+                profilers.append(Profiler(children[0].pid, path, bench.profile.options))
+
+        try:
+            outcome = subject.crawl(children, workload, places, mark)
+        finally:
+            for profiler in profilers:
+                profiler.stop()
+        sampler.sample()
+        counters.stop()
+    subject_meter = meters["subject"]
+    ours = sum(meter.cpu_seconds() for meter in meters.values()) + sampler.own_cpu_seconds()
+    measured = Measured(
+        cpu_s=subject_meter.cpu_seconds(),
+        peak_rss_mb=subject_meter.peak_rss_bytes / MB,
+        peak_pss_mb=subject_meter.peak_pss_bytes / MB,
+        processes=subject_meter.peak_processes,
+        services_cpu_s={name: meters[name].cpu_seconds() for name in SERVICE_NAMES},
+        runner_cpu_s=sampler.own_cpu_seconds(),
+        counters=counters,
+        other_cpu_s=max(0.0, sampler.machine_cpu_seconds() - ours),
+    )
+    return outcome, measured
+
+
+def run_one(subject: Subject, workload: Workload, bench: Bench) -> dict[str, Any]:
+    """One crawl of a fresh site by one subject, measured and verified; returns its result line."""
+    services = bench.services
+    tag = f"{workload.name}-{subject.name}-{subject.workers}-{uuid.uuid4().hex[:6]}"
+    run_logs = bench.logs / tag
+    run_logs.mkdir(parents=True)
+    target = Target(services.mongo.url, "bench_" + tag.replace("-", "_"), services.s3.url, "bench-" + tag)
+    site, base_url = start_site(site_args(workload), run_logs / "site.log")
+    try:
+        places = RunPlaces(services, target, f"bench:{tag}:queue", run_logs, base_url + workload.start_path)
+        children = subject.start(workload, places)
+        try:
+            outcome, measured = _crawl_measured(subject, children, workload, places, bench, site)
+        finally:
+            for child in children:
+                child.stop()
+        stats = site_stats(base_url)
+    finally:
+        site.stop()
+    expected = {base_url + path for path in workload.expected_paths()}
+    checked = asyncio.run(verify(target, outcome.crawl_id, expected, workload.max_depth))
+    asyncio.run(drop(target))
+    return _result(subject, workload, outcome, measured, stats, checked, len(expected))
+
+
+def _per_page(seconds: float, pages: int) -> float | None:
+    return round(seconds * 1000 / pages, 3) if pages else None
+
+
+def _result(
+    subject: Subject,
+    workload: Workload,
+    outcome: Outcome,
+    measured: Measured,
+    stats: dict[str, Any],
+    checked: dict[str, Any],
+    expected_pages: int,
+) -> dict[str, Any]:
+    """The run's JSON line: every figure per run and per page, and what it was measured on."""
+    pages, wall, links = checked["stored"], outcome.wall_s, checked["links"]
+    checks = {**checked["checks"], "no_page_fetched_twice": stats["duplicates"] <= workload.expected_duplicates()}
+    total_concurrency = workload.concurrency * subject.workers
+    services_ms = {name: _per_page(cpu, pages) for name, cpu in measured.services_cpu_s.items()}
+    return {
+        "workload": workload.name,
+        "subject": subject.name,
+        "workers": subject.workers,
+        "pages": pages,
+        "expected_pages": expected_pages,
+        "verified": all(checks.values()) and outcome.failed == 0,
+        "wall_s": round(wall, 3),
+        "wall_observed_s": round(outcome.wall_observed_s, 3),
+        "pages_per_s": round(pages / wall, 1) if wall else None,
+        "pipeline_cpu_s": round(measured.cpu_s, 3),
+        "cpu_ms_per_page": _per_page(measured.cpu_s, pages),
+        "links": links,
+        "cpu_us_per_link": round(measured.cpu_s * 1e6 / links, 2) if links else None,
+        "services_cpu_s": {name: round(cpu, 3) for name, cpu in measured.services_cpu_s.items()},
+        "services_cpu_ms_per_page": services_ms,
+        "services_cpu_ms_per_page_total": round(sum(v for v in services_ms.values() if v), 3),
+        "runner_cpu_s": round(measured.runner_cpu_s, 3),
+        "other_cpu_s": round(measured.other_cpu_s, 3),
+        "peak_rss_mb": round(measured.peak_rss_mb, 1),
+        "peak_pss_mb": round(measured.peak_pss_mb, 1),
+        "processes": measured.processes,
+        "site_requests": stats["requests"],
+        "expected_requests": workload.expected_requests(),
+        "site_duplicates": stats["duplicates"],
+        "expected_duplicates": workload.expected_duplicates(),
+        "site_max_in_flight": stats["max_in_flight"],
+        "site_mean_in_flight": stats["mean_in_flight"],
+        "in_flight_estimate": round(pages * workload.median_latency_s() / wall, 1) if wall else None,
+        "configured_concurrency": workload.concurrency,
+        "configured_concurrency_total": total_concurrency,
+        "latency_ms": workload.site.latency_ms,
+        # What concurrency alone allows, and what sequential pagination alone allows.
+        "expected_wall_s": round(expected_pages * workload.median_latency_s() / total_concurrency, 3),
+        "list_chain_s": None
+        if workload.walks_graph
+        else round(workload.site.list_pages * workload.mean_latency_s(), 3),
+        **measured.counters.per_page(pages),
+        "retries": outcome.retries,
+        "failed": outcome.failed,
+        "checks": checks,
+        "problems": _problems(checked, stats, outcome, workload),
+        "crawl_id": outcome.crawl_id,
+        "crawl_counters": outcome.extra.get("crawl_counters"),
+        "settings": dict(workload.settings),
+        "source": source(),
+        "machine": machine(),
+        "versions": versions(),
+    }
+
+
+def _problems(checked: dict[str, Any], stats: dict[str, Any], outcome: Outcome, workload: Workload) -> dict[str, Any]:
+    """Whatever went wrong, with examples; empty for a clean run."""
+    problems = {key: checked[key] for key in ("missing_urls", "unexpected_urls", "missing_blobs") if checked[key]}
+    if stats["duplicates"] > workload.expected_duplicates():
+        problems["duplicate_paths"] = stats["duplicate_paths"]
+    if outcome.extra.get("floor_failures"):
+        problems["floor_failures"] = outcome.extra["floor_failures"]
+    return problems
+
+
+def _with_ratios(result: dict[str, Any], floors: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Pipeline CPU per page over the floor's: bulk writes (the fair floor) and single upserts."""
+    mine = result.get("cpu_ms_per_page")
+    for writes, key in (("bulk", "cpu_ratio_to_floor"), ("single", "cpu_ratio_to_floor_single")):
+        floor = floors.get(f"floor-{writes}", {}).get("cpu_ms_per_page")
+        result[key] = round(mine / floor, 2) if mine and floor else None
+    return result
+
+
+def _subjects(workers: Sequence[int], floors: Sequence[str]) -> list[Subject]:
+    subjects: list[Subject] = [FloorSubject(writes) for writes in floors]
+    subjects += [PipelineSubject(count) for count in workers]
+    return subjects
+
+
+def _emit(result: dict[str, Any], out: Path | None) -> None:
+    line = json.dumps(result)
+    print(line, flush=True)
+    if out is not None:
+        with out.open("a") as handle:
+            handle.write(line + "\n")
+
+
+def run_workload(workload: Workload, subjects: list[Subject], bench: Bench) -> list[dict[str, Any]]:
+    """Every subject on the workload in turn, floors first so the pipeline's lines carry the ratios.
+
+    A run that fails is reported as a line with `verified: false` and the error, and the next
+    subject still runs: one broken run should not cost the others' measurements.
+    """
+    results: list[dict[str, Any]] = []
+    floors: dict[str, dict[str, Any]] = {}
+    for subject in subjects:
+        print(f"bench: {workload.name}: {subject.name} x{subject.workers}...", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        try:
+            result = run_one(subject, workload, bench)
+        except (BenchError, OSError, TimeoutError, RuntimeError) as exc:
+            traceback.print_exc(file=sys.stderr)
+            result = {"workload": workload.name, "subject": subject.name, "workers": subject.workers}
+            result |= {"verified": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+        if subject.name.startswith("floor-"):
+            floors[subject.name] = result
+        else:
+            result = _with_ratios(result, floors)
+        _emit(result, bench.out)
+        results.append(result)
+        print(f"bench: ...done in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+    return results
+
+
+def _workers(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("--workers takes whole numbers >= 1, e.g. 1 or 1,2")
+    return counts
+
+
+def _floors(text: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip() and part.strip() != "none"]
+    if any(part not in ("bulk", "single") for part in chosen):
+        raise argparse.ArgumentTypeError("--floor takes bulk, single, bulk,single or none")
+    return chosen
+
+
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise argparse.ArgumentTypeError("--set takes SECTION.KEY=VALUE, e.g. storage.batch_delay_ms=50")
+    return key.strip(), value.strip()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=(*WORKLOADS, "all"), default="fan-out", help="all: " + ", ".join(ALL))
+    parser.add_argument("--workers", type=_workers, default=[1], help="pipeline worker processes; 1,2 runs both")
+    parser.add_argument("--floor", type=_floors, default=["bulk", "single"], help="floor runs: bulk,single or none")
+    parser.add_argument("--concurrency", type=int, help="override the workload's concurrency per worker")
+    parser.add_argument("--repeat", type=int, default=1, help="run every subject this many times (machines are noisy)")
+    parser.add_argument(
+        "--set",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a worker setting, repeatable: --set storage.batch_delay_ms=50 (the floor ignores it)",
+    )
+    parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy each run's first process into FILE-<run> (.svg, .json, else raw)"
+    )
+    parser.add_argument(
+        "--profile-option",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="extra py-spy flag, repeatable, with =: --profile-option=--gil (GIL holders only), =--nonblocking",
+    )
+    parser.add_argument("--logs", type=Path, help="keep the processes' logs here (default: a temporary folder)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    names = ALL if args.workload == "all" else (args.workload,)
+    workloads = [WORKLOADS[name] for name in names]
+    if args.concurrency or args.set:
+        changes: dict[str, Any] = {"settings": tuple(args.set)}
+        if args.concurrency:
+            changes["concurrency"] = args.concurrency
+        workloads = [replace(workload, **changes) for workload in workloads]
+    logs = args.logs or Path(tempfile.mkdtemp(prefix="bench-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    services = start_services(logs / "services")
+    profile = ProfileRequest(args.profile, tuple(args.profile_option)) if args.profile else None
+    bench = Bench(services, logs, args.out, profile)
+    results: list[dict[str, Any]] = []
+    try:
+        for workload in workloads:
+            for _ in range(max(1, args.repeat)):
+                subjects = _subjects(args.workers, args.floor)
+                results += run_workload(workload, subjects, bench)
+    finally:
+        services.stop()
+    ok = all(result.get("verified") for result in results)
+    print("\n" + table(results), file=sys.stderr)
+    if ok and args.logs is None:
+        shutil.rmtree(logs, ignore_errors=True)
+    elif not ok:
+        print(f"bench: some runs failed; logs in {logs}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

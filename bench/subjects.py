@@ -1,0 +1,193 @@
+"""What is benchmarked: the pipeline (N worker processes fed through Redis) or the floor.
+
+Both start their processes, report ready, and then crawl while the runner's meters run. The
+runner's CPU window opens (`mark`) only when everything is up, so start-up is never charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench.cluster import Child, Services, child_env, python_module, start_ready
+from bench.verify import Target
+from bench.workloads import Workload
+
+CRAWL_TIMEOUT = 1800.0
+WAIT_POLL_S = 0.2
+READY = "ready"
+
+
+@dataclass
+class Outcome:
+    """How a crawl went, as the subject itself saw it."""
+
+    crawl_id: str
+    wall_s: float
+    wall_observed_s: float
+    retries: int = 0
+    failed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunPlaces:
+    """Where one run writes: services, its own queue, database and bucket, and its logs."""
+
+    services: Services
+    target: Target
+    queue: str
+    logs: Path
+    start_url: str
+
+
+class Subject(Protocol):
+    name: str
+    workers: int
+
+    def start(self, workload: Workload, places: RunPlaces) -> list[Child]: ...
+
+    def crawl(
+        self, children: list[Child], workload: Workload, places: RunPlaces, mark: Callable[[], None]
+    ) -> Outcome: ...
+
+
+def _worker_env(workload: Workload, places: RunPlaces) -> dict[str, str]:
+    """The configuration of every worker, as `PIPELINE_*` variables over an empty config file.
+
+    The workload's own `settings` (from `--set`) come last, so they can override anything here.
+    """
+    config = places.logs / "empty-config.toml"
+    config.write_text("# The benchmark configures workers through PIPELINE_* variables only.\n")
+    concurrency = str(workload.concurrency)
+    variables = {
+        "PIPELINE_CONFIG": str(config),
+        "PIPELINE_REDIS_URL": places.services.redis.url,
+        "PIPELINE_REDIS_QUEUE": places.queue,
+        "PIPELINE_MONGO_URL": places.target.mongo_url,
+        "PIPELINE_MONGO_DB": places.target.db,
+        "PIPELINE_S3_BUCKET": places.target.bucket,
+        "PIPELINE_S3_ENDPOINT_URL": places.target.s3_endpoint,
+        "PIPELINE_STORAGE_DATA_DIR": str(places.logs / "data"),
+        "PIPELINE_FETCH_ALLOW_PRIVATE_NETWORKS": "true",
+        "PIPELINE_FETCH_CONCURRENCY": concurrency,
+        "PIPELINE_FETCH_PER_HOST": concurrency,
+        "PIPELINE_WORKER_MAX_JOBS": concurrency,
+    }
+    if _has_setting("fetch", "adaptive"):
+        # The workloads fix the concurrency, as the floor and Celery's figures have it; the
+        # adaptive per-host limit would start at a handful and grow by one per round trip.
+        # `--set fetch.adaptive=true` measures it instead.
+        variables["PIPELINE_FETCH_ADAPTIVE"] = "false"
+    for key, value in workload.settings:
+        variables["PIPELINE_" + key.replace(".", "_").upper()] = value
+    return child_env(variables)
+
+
+def _has_setting(section: str, key: str) -> bool:
+    """Whether the pipeline in this tree knows `section.key` (an unknown key stops a worker)."""
+    import dataclasses
+
+    from pipeline.settings import Settings
+
+    part = getattr(Settings(), section, None)
+    if part is None or not dataclasses.is_dataclass(part):
+        return False
+    return key in {field.name for field in dataclasses.fields(part)}
+
+
+@dataclass
+class PipelineSubject:
+    """`workers` pipeline worker processes (`bench.worker`), fed by a crawl started with the Python API."""
+
+    workers: int
+    name: str = "pipeline"
+
+    def start(self, workload: Workload, places: RunPlaces) -> list[Child]:
+        env = _worker_env(workload, places)
+        children = [
+            Child(f"worker-{i}", python_module("bench.worker"), env, places.logs / f"worker-{i}.log")
+            for i in range(self.workers)
+        ]
+        start_ready(children, READY)
+        return children
+
+    def crawl(self, children: list[Child], workload: Workload, places: RunPlaces, mark: Callable[[], None]) -> Outcome:
+        return asyncio.run(self._crawl(workload, places, mark))
+
+    async def _crawl(self, workload: Workload, places: RunPlaces, mark: Callable[[], None]) -> Outcome:
+        from pipeline.api import Pipeline
+        from pipeline.settings import Settings
+
+        settings = Settings().replace(
+            redis={"url": places.services.redis.url, "queue": places.queue},
+            mongo={"url": places.target.mongo_url, "db": places.target.db},
+        )
+        async with Pipeline(settings) as pipeline:
+            mark()
+            started = time.perf_counter()
+            crawl_id = await pipeline.crawl(
+                places.start_url, max_depth=workload.max_depth, link_selector=workload.link_selector
+            )
+            status = await pipeline.wait(crawl_id, timeout=CRAWL_TIMEOUT, poll_interval=WAIT_POLL_S)
+            observed = time.perf_counter() - started
+        return Outcome(
+            crawl_id=crawl_id,
+            # The crawl record's own timestamps: from the enqueue to the last URL settled.
+            wall_s=status.duration_s,
+            wall_observed_s=observed,
+            retries=status.counters.get("retries", 0),
+            failed=status.failed + status.counters.get("lists_failed", 0),
+            extra={"crawl_counters": status.counters},
+        )
+
+
+@dataclass
+class FloorSubject:
+    """The same per-page work as one asyncio loop (`bench.floor`), with single or bulk MongoDB writes."""
+
+    writes: str
+    workers: int = 1
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = f"floor-{self.writes}"
+
+    def start(self, workload: Workload, places: RunPlaces) -> list[Child]:
+        argv = python_module(
+            "bench.floor",
+            "--start-url", places.start_url,
+            "--mongo-url", places.target.mongo_url,
+            "--db", places.target.db,
+            "--s3-endpoint", places.target.s3_endpoint,
+            "--bucket", places.target.bucket,
+            "--crawl-id", self.name,
+            "--concurrency", str(workload.concurrency),
+            "--max-depth", str(workload.max_depth),
+            "--writes", self.writes,
+        )  # fmt: skip
+        if workload.link_selector:
+            argv += ["--link-selector", workload.link_selector]
+        child = Child(self.name, argv, child_env({}), places.logs / f"{self.name}.log")
+        start_ready([child], READY)
+        return [child]
+
+    def crawl(self, children: list[Child], workload: Workload, places: RunPlaces, mark: Callable[[], None]) -> Outcome:
+        floor = children[0]
+        mark()
+        started = time.perf_counter()
+        floor.send("go")
+        result = json.loads(floor.read_line(CRAWL_TIMEOUT))
+        observed = time.perf_counter() - started
+        return Outcome(
+            crawl_id=self.name,
+            wall_s=float(result["wall_s"]),
+            wall_observed_s=observed,
+            failed=int(result["failed"]),
+            extra={"floor_failures": result["failures"]} if result["failed"] else {},
+        )

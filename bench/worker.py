@@ -1,0 +1,66 @@
+"""A pipeline worker for the benchmark: `python -m bench.worker`.
+
+It runs exactly what `pipeline worker` runs (settings from the environment, `build_worker` under
+uvloop, arq logging at WARNING) with two additions the measurement needs: the CPU pool's
+processes are started before any job, and the line `ready` is printed on stdout once the
+worker's resources are open. The benchmark starts its clock and its CPU window on that line,
+so process start-up and imports are not charged to the crawl, just as in a long-running worker.
+
+Only the standard library is imported at module level: the CPU pool's processes import this
+module again as `__mp_main__`, and they should stay as small as under `pipeline worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+READY = "ready"
+
+
+async def _warm_pool(ctx: dict[str, Any]) -> None:
+    """Start every CPU-pool process (they are spawned on demand) with one small task each."""
+    from pipeline.crunch import fingerprint
+
+    cpu = getattr(ctx.get("pipeline"), "cpu", None)
+    if cpu is not None:
+        await asyncio.gather(*(cpu.run(fingerprint, "warm up the pool") for _ in range(cpu.processes)))
+
+
+async def _run() -> None:
+    from pipeline.settings import load_settings
+    from pipeline.worker import build_worker
+
+    worker = build_worker(load_settings())
+    # Wrap whatever start-up hook the worker has, so this keeps up with changes to it.
+    original = worker.on_startup
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        if original is not None:
+            await original(ctx)
+        await _warm_pool(ctx)
+        print(READY, flush=True)
+
+    worker.on_startup = startup
+    try:
+        await worker.async_run()
+    except asyncio.CancelledError:
+        pass  # SIGTERM: arq cancels its main task, then close() runs the shutdown hooks
+    finally:
+        await worker.close()
+
+
+def main() -> None:
+    import uvloop
+
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("arq").setLevel(logging.WARNING)
+    uvloop.run(_run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The benchmark's workloads: which site is served, where a crawl starts and what it must store.
+
+Every page of the synthetic site is a pure function of its `SiteConfig`, so the set of pages a
+complete crawl stores is computed here, before the crawl, and the crawl is checked against it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from functools import cache
+
+from pipeline.site import SiteConfig, child_links, expected_child_paths
+
+#: Child links only: on a child page they sit in <ul class=related>, and the nav link to /list is
+#: left out, so a link-heavy crawl walks the page graph and nothing else.
+RELATED_LINKS = "ul.related a[href]"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A site, a start page and crawl options, with the concurrency each worker is given."""
+
+    name: str
+    site: SiteConfig
+    start_path: str
+    max_depth: int
+    concurrency: int  # fetch.concurrency, fetch.per_host and worker.max_jobs of each worker
+    link_selector: str | None = None  # None: the pipeline's default (a[href])
+    description: str = ""
+    #: Extra worker settings as `PIPELINE_<SECTION>_<KEY>` values, e.g. {"storage.batch_delay_ms": "50"}.
+    settings: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def walks_graph(self) -> bool:
+        """True when the crawl starts on a child page and follows child links (link-heavy)."""
+        return self.start_path.startswith("/page/")
+
+    def expected_paths(self) -> set[str]:
+        """Paths of the pages a complete crawl stores."""
+        if self.walks_graph:
+            return {f"/page/{i}" for i in reachable(self.site, int(self.start_path.rsplit("/", 1)[1]))}
+        return expected_child_paths(self.site)
+
+    def expected_requests(self) -> int:
+        """Requests a crawl that fetches nothing twice makes: stored pages plus list pages."""
+        lists = 1 if self.walks_graph else self.site.list_pages
+        return len(self.expected_paths()) + lists
+
+    def expected_duplicates(self) -> int:
+        """Paths a correct crawl requests twice: a graph crawl's start page is walked as a list page,
+        then stored as a child page when another page links back to it."""
+        return int(self.walks_graph and self.start_path in self.expected_paths())
+
+    def median_latency_s(self) -> float:
+        return self.site.latency_ms / 1000
+
+    def mean_latency_s(self) -> float:
+        """Mean of the site's lognormal latency: median x exp(sigma^2 / 2)."""
+        return self.median_latency_s() * math.exp(self.site.latency_sigma**2 / 2)
+
+
+@cache
+def reachable(config: SiteConfig, start: int) -> frozenset[int]:
+    """Child pages reachable from `start` by one link or more (`start` itself only via a cycle)."""
+    seen: set[int] = set()
+    queue = deque(child_links(config, start))
+    while queue:
+        index = queue.popleft()
+        if index in seen:
+            continue
+        seen.add(index)
+        queue.extend(j for j in child_links(config, index) if j not in seen)
+    return frozenset(seen)
+
+
+def _fan_out(name: str, latency_ms: float, description: str) -> Workload:
+    site = SiteConfig(pages=2000, per_list_page=100, page_bytes=20_000, latency_ms=latency_ms, latency_sigma=0.3)
+    return Workload(name, site, "/list", max_depth=1, concurrency=1000, description=description)
+
+
+WORKLOADS: dict[str, Workload] = {
+    "fan-out": _fan_out("fan-out", 100, "2,000 pages of 20 KB behind 20 list pages, 100 ms median latency"),
+    "latency-bound": _fan_out("latency-bound", 1000, "fan-out at 1 s median latency"),
+    "link-heavy": Workload(
+        "link-heavy",
+        SiteConfig(pages=5000, per_list_page=100, page_bytes=20_000, latency_ms=100, links_per_page=150),
+        "/page/0",
+        max_depth=50,  # far deeper than the graph: every page's links are followed
+        concurrency=1000,
+        link_selector=RELATED_LINKS,
+        description="5,000 pages linking 150 others each, crawled from /page/0 to full depth",
+    ),
+    "smoke": Workload(
+        "smoke",
+        SiteConfig(pages=200, per_list_page=100, page_bytes=20_000, latency_ms=10),
+        "/list",
+        max_depth=1,
+        concurrency=200,
+        description="200 pages, 10 ms latency: a quick end-to-end check",
+    ),
+}
