@@ -26,7 +26,6 @@ __all__ = ["AdaptiveLimiter", "AdaptiveSettings", "HostController", "HostState",
 
 # Latency is judged on the median of this many recent responses: one slow page (a big PDF, a
 # cold cache) must not count as a slowdown, while a slowdown of most responses shows within a few.
-_LATENCY_SAMPLES = 9
 
 
 @dataclass(frozen=True)
@@ -45,12 +44,18 @@ class AdaptiveSettings:
     min_limit: int = 2
     max_limit: int = 32
     initial_limit: int = 4
-    latency_factor: float = 2.0
+    latency_factor: float = 3.0
     increase_every: int = 0
     cooldown_s: float = 1.0
     max_pause_s: float = 60.0
+    # Latencies per verdict: enough that one window's median is steady under realistic spread
+    # (a lognormal sigma of 0.3), or the lowest median ever seen sinks far below the typical one
+    # and ordinary noise reads as a slowdown.
+    latency_samples: int = 25
 
     def __post_init__(self) -> None:
+        if self.latency_samples < 3:
+            raise ValueError(f"latency_samples must be at least 3, got {self.latency_samples}")
         if self.min_limit < 1:
             raise ValueError(f"min_limit must be at least 1, got {self.min_limit}")
         if self.max_limit < self.min_limit:
@@ -108,7 +113,7 @@ class HostController:
         self.slowdowns = 0
         self.increases = 0
         self.decreases = 0
-        self._samples: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+        self._samples: deque[float] = deque(maxlen=settings.latency_samples)
         self._streak = 0
         self._changed_at = -math.inf
         self._decreased_at = -math.inf
@@ -117,7 +122,7 @@ class HostController:
     @property
     def typical_latency_s(self) -> float | None:
         """Median of the recent latencies, once there are enough of them to mean something."""
-        if len(self._samples) < _LATENCY_SAMPLES:
+        if len(self._samples) < self.settings.latency_samples:
             return None
         return statistics.median(self._samples)
 

@@ -30,6 +30,7 @@ from pipeline.adaptive import AdaptiveLimiter, AdaptiveSettings, HostController
         ({"increase_every": -1}, "increase_every must be 0"),
         ({"cooldown_s": -0.5}, "cooldown_s must be"),
         ({"max_pause_s": math.inf}, "max_pause_s must be"),
+        ({"latency_samples": 2}, "latency_samples must be at least 3"),
     ],
 )
 def test_settings_are_validated(kwargs: dict[str, Any], message: str) -> None:
@@ -51,7 +52,7 @@ def feed(
 
 
 def test_slow_start_doubles_per_window_until_the_host_pushes_back() -> None:
-    ctl = HostController(AdaptiveSettings(max_limit=40, cooldown_s=0.5))
+    ctl = HostController(AdaptiveSettings(latency_samples=9, latency_factor=2.0, max_limit=40, cooldown_s=0.5))
     feed(ctl, 8, 0.05, 0.0)
     assert ctl.limit == 4 and ctl.baseline_s is None  # no baseline yet, no growth
     feed(ctl, 1, 0.05, 1.0)
@@ -78,7 +79,7 @@ def test_slow_start_doubles_per_window_until_the_host_pushes_back() -> None:
 
 
 def test_fixed_increase_every() -> None:
-    ctl = HostController(AdaptiveSettings(increase_every=2, max_limit=100))
+    ctl = HostController(AdaptiveSettings(latency_samples=9, latency_factor=2.0, increase_every=2, max_limit=100))
     feed(ctl, 9, 0.05, 0.0)
     feed(ctl, 1, 0.05, 1.0)
     assert ctl.limit == 8
@@ -87,7 +88,7 @@ def test_fixed_increase_every() -> None:
 
 
 def test_only_saturated_fresh_successes_grow_the_limit() -> None:
-    ctl = HostController(AdaptiveSettings())
+    ctl = HostController(AdaptiveSettings(latency_samples=9, latency_factor=2.0))
     for i in range(100):
         ctl.on_success(0.05, float(i), saturated=False)
     assert ctl.limit == 4 and ctl.baseline_s == pytest.approx(0.05)
@@ -103,7 +104,7 @@ def test_only_saturated_fresh_successes_grow_the_limit() -> None:
 
 
 def test_overload_halves_once_per_cooldown_and_respects_min() -> None:
-    ctl = HostController(AdaptiveSettings(initial_limit=16, cooldown_s=1.0))
+    ctl = HostController(AdaptiveSettings(latency_samples=9, latency_factor=2.0, initial_limit=16, cooldown_s=1.0))
     ctl.on_overload(10.0)
     assert ctl.limit == 8
     for i in range(1, 10):  # the rest of the burst
@@ -118,7 +119,7 @@ def test_overload_halves_once_per_cooldown_and_respects_min() -> None:
 
 
 def test_overloads_of_requests_sent_before_the_decrease_are_ignored() -> None:
-    ctl = HostController(AdaptiveSettings(initial_limit=16, cooldown_s=1.0))
+    ctl = HostController(AdaptiveSettings(latency_samples=9, latency_factor=2.0, initial_limit=16, cooldown_s=1.0))
     ctl.on_overload(10.0, started=9.0)
     assert ctl.limit == 8
     # A slow host's burst of 429s keeps arriving after the cooldown; it was sent at limit 16.
@@ -129,7 +130,11 @@ def test_overloads_of_requests_sent_before_the_decrease_are_ignored() -> None:
 
 
 def test_limit_that_overloaded_is_off_limits_during_cooldown() -> None:
-    ctl = HostController(AdaptiveSettings(initial_limit=8, max_limit=8, increase_every=1, cooldown_s=1.0))
+    ctl = HostController(
+        AdaptiveSettings(
+            latency_samples=9, latency_factor=2.0, initial_limit=8, max_limit=8, increase_every=1, cooldown_s=1.0
+        )
+    )
     feed(ctl, 9, 0.01, 0.0)
     ctl.on_overload(10.0)
     assert ctl.limit == 4
@@ -140,7 +145,7 @@ def test_limit_that_overloaded_is_off_limits_during_cooldown() -> None:
 
 
 def test_latency_jump_halves_once_per_cooldown_then_steps_down() -> None:
-    ctl = HostController(AdaptiveSettings(initial_limit=8, cooldown_s=1.0))
+    ctl = HostController(AdaptiveSettings(latency_samples=9, latency_factor=2.0, initial_limit=8, cooldown_s=1.0))
     feed(ctl, 9, 0.010, 0.0)
     assert ctl.baseline_s == pytest.approx(0.010)
     feed(ctl, 4, 0.030, 1.0)
@@ -155,7 +160,7 @@ def test_latency_jump_halves_once_per_cooldown_then_steps_down() -> None:
 
 
 def test_baseline_does_not_ratchet_up_under_load() -> None:
-    ctl = HostController(AdaptiveSettings(initial_limit=8, max_limit=8))
+    ctl = HostController(AdaptiveSettings(latency_samples=9, latency_factor=2.0, initial_limit=8, max_limit=8))
     feed(ctl, 9, 0.010, 0.0)
     ewma = 0.010
     now = 1.0
@@ -173,7 +178,7 @@ def test_baseline_does_not_ratchet_up_under_load() -> None:
 
 
 def test_baseline_follows_faster_responses_down() -> None:
-    ctl = HostController(AdaptiveSettings())
+    ctl = HostController(AdaptiveSettings(latency_samples=9, latency_factor=2.0))
     feed(ctl, 9, 0.050, 0.0)
     feed(ctl, 1, 0.001, 1.0)  # one tiny error page does not move it
     assert ctl.baseline_s == pytest.approx(0.050)
@@ -182,7 +187,7 @@ def test_baseline_follows_faster_responses_down() -> None:
 
 
 def test_baseline_rises_only_at_min_limit() -> None:
-    ctl = HostController(AdaptiveSettings(min_limit=2, initial_limit=2))
+    ctl = HostController(AdaptiveSettings(latency_samples=9, latency_factor=2.0, min_limit=2, initial_limit=2))
     feed(ctl, 9, 0.010, 0.0, saturated=False)
     feed(ctl, 9, 0.050, 1.0, saturated=False)  # the site got slower for good; at min_limit that is its normal
     assert ctl.baseline_s == pytest.approx(0.050) and ctl.limit == 2 and ctl.slowdowns == 0
@@ -191,7 +196,7 @@ def test_baseline_rises_only_at_min_limit() -> None:
 
 
 def test_retry_after_pauses_the_host() -> None:
-    ctl = HostController(AdaptiveSettings(max_pause_s=10.0))
+    ctl = HostController(AdaptiveSettings(latency_samples=9, latency_factor=2.0, max_pause_s=10.0))
     ctl.on_overload(5.0, retry_after=3.0)
     assert ctl.paused_until == 8.0 and ctl.paused_for(6.0) == 2.0 and ctl.paused_for(9.0) == 0.0
     ctl.on_overload(5.5, retry_after=1.0)  # does not shorten the pause
@@ -203,7 +208,7 @@ def test_retry_after_pauses_the_host() -> None:
 
 
 def test_errors_stop_growth_but_do_not_shrink() -> None:
-    ctl = HostController(AdaptiveSettings())
+    ctl = HostController(AdaptiveSettings(latency_samples=9, latency_factor=2.0))
     feed(ctl, 9, 0.01, 0.0)
     now = 1.0
     for _ in range(50):
@@ -213,7 +218,7 @@ def test_errors_stop_growth_but_do_not_shrink() -> None:
 
 
 def test_latency_must_be_a_duration() -> None:
-    ctl = HostController(AdaptiveSettings())
+    ctl = HostController(AdaptiveSettings(latency_samples=9, latency_factor=2.0))
     with pytest.raises(ValueError, match="latency_s"):
         ctl.on_success(-1.0, 0.0)
     with pytest.raises(ValueError, match="latency_s"):
@@ -230,7 +235,15 @@ async def wait_until(predicate: Any, timeout: float = 2.0) -> None:
 
 
 async def test_never_exceeds_host_limits_or_total() -> None:
-    settings = AdaptiveSettings(min_limit=1, max_limit=6, initial_limit=3, increase_every=2, cooldown_s=0.0)
+    settings = AdaptiveSettings(
+        latency_samples=9,
+        latency_factor=2.0,
+        min_limit=1,
+        max_limit=6,
+        initial_limit=3,
+        increase_every=2,
+        cooldown_s=0.0,
+    )
     limiter = AdaptiveLimiter(total=8, settings=settings)
     rng = random.Random(7)
     running: Counter[str] = Counter()
@@ -271,7 +284,7 @@ async def test_never_exceeds_host_limits_or_total() -> None:
 
 
 async def test_shrunk_limit_binds_new_requests_only() -> None:
-    limiter = AdaptiveLimiter(10, AdaptiveSettings(min_limit=1, initial_limit=4))
+    limiter = AdaptiveLimiter(10, AdaptiveSettings(latency_samples=9, latency_factor=2.0, min_limit=1, initial_limit=4))
     release = [asyncio.Event() for _ in range(4)]
     shrink = asyncio.Event()
     holding = 0
@@ -311,7 +324,7 @@ async def test_shrunk_limit_binds_new_requests_only() -> None:
 
 
 async def test_shrink_while_waiting_for_a_global_slot() -> None:
-    limiter = AdaptiveLimiter(2, AdaptiveSettings(min_limit=1, initial_limit=2))
+    limiter = AdaptiveLimiter(2, AdaptiveSettings(latency_samples=9, latency_factor=2.0, min_limit=1, initial_limit=2))
     events = {name: asyncio.Event() for name in ("a1", "b", "a1 in", "b in")}
     entered = asyncio.Event()
 
@@ -347,7 +360,7 @@ async def test_shrink_while_waiting_for_a_global_slot() -> None:
 
 
 async def test_pause_blocks_new_and_queued_requests_until_it_ends() -> None:
-    limiter = AdaptiveLimiter(10, AdaptiveSettings(min_limit=2, initial_limit=2))
+    limiter = AdaptiveLimiter(10, AdaptiveSettings(latency_samples=9, latency_factor=2.0, min_limit=2, initial_limit=2))
     go = asyncio.Event()
     started_at: list[float] = []
 
@@ -378,7 +391,7 @@ async def test_pause_blocks_new_and_queued_requests_until_it_ends() -> None:
 
 
 async def test_cancelled_waiters_leak_nothing() -> None:
-    limiter = AdaptiveLimiter(10, AdaptiveSettings(min_limit=2, initial_limit=2))
+    limiter = AdaptiveLimiter(10, AdaptiveSettings(latency_samples=9, latency_factor=2.0, min_limit=2, initial_limit=2))
     go = asyncio.Event()
     served = 0
 
@@ -414,7 +427,7 @@ async def test_cancelled_waiters_leak_nothing() -> None:
 
 
 async def test_waiter_cancelled_after_wakeup_passes_it_on() -> None:
-    limiter = AdaptiveLimiter(10, AdaptiveSettings(min_limit=1, initial_limit=1))
+    limiter = AdaptiveLimiter(10, AdaptiveSettings(latency_samples=9, latency_factor=2.0, min_limit=1, initial_limit=1))
     entered: list[str] = []
 
     async def request(name: str) -> None:
@@ -434,7 +447,7 @@ async def test_waiter_cancelled_after_wakeup_passes_it_on() -> None:
 
 
 async def test_cancelled_while_waiting_for_global_slot_frees_host_slot() -> None:
-    limiter = AdaptiveLimiter(1, AdaptiveSettings(min_limit=1, initial_limit=1))
+    limiter = AdaptiveLimiter(1, AdaptiveSettings(latency_samples=9, latency_factor=2.0, min_limit=1, initial_limit=1))
     other = limiter.slot("other")
     await other.__aenter__()
     waiting = asyncio.create_task(limiter.slot("h").__aenter__())
@@ -448,7 +461,7 @@ async def test_cancelled_while_waiting_for_global_slot_frees_host_slot() -> None
 
 
 async def test_unreported_or_failed_requests_are_neutral() -> None:
-    limiter = AdaptiveLimiter(10, AdaptiveSettings())
+    limiter = AdaptiveLimiter(10, AdaptiveSettings(latency_samples=9, latency_factor=2.0))
     with pytest.raises(RuntimeError, match="boom"):
         async with limiter.slot("h"):
             raise RuntimeError("boom")
@@ -458,7 +471,7 @@ async def test_unreported_or_failed_requests_are_neutral() -> None:
 
 
 async def test_reports_are_taken_once_and_inside_the_slot() -> None:
-    limiter = AdaptiveLimiter(10, AdaptiveSettings())
+    limiter = AdaptiveLimiter(10, AdaptiveSettings(latency_samples=9, latency_factor=2.0))
     async with limiter.slot("h") as report:
         report.success(0.01)
         with pytest.raises(RuntimeError, match="already reported"):
@@ -470,7 +483,7 @@ async def test_reports_are_taken_once_and_inside_the_slot() -> None:
 
 
 async def test_host_states_are_a_bounded_lru() -> None:
-    limiter = AdaptiveLimiter(10, AdaptiveSettings(initial_limit=4), max_hosts=3)
+    limiter = AdaptiveLimiter(10, AdaptiveSettings(latency_samples=9, latency_factor=2.0, initial_limit=4), max_hosts=3)
     async with limiter.slot("busy"):
         for i in range(10):
             async with limiter.slot(f"h{i}") as report:
@@ -485,7 +498,7 @@ async def test_host_states_are_a_bounded_lru() -> None:
     assert limiter.hosts_tracked() == 3 and {"h9", "new"} <= set(limiter.limits())
 
     # Hosts in use are never evicted, even past the bound; it is restored once they are idle.
-    limiter = AdaptiveLimiter(10, AdaptiveSettings(), max_hosts=2)
+    limiter = AdaptiveLimiter(10, AdaptiveSettings(latency_samples=9, latency_factor=2.0), max_hosts=2)
     async with limiter.slot("a"), limiter.slot("b"), limiter.slot("c"):
         assert limiter.hosts_tracked() == 3
     async with limiter.slot("d"):
@@ -514,7 +527,7 @@ async def test_host_states_are_a_bounded_lru() -> None:
 )
 async def test_limit_settles_near_what_the_server_takes(cooldown_s: float, least_mean: float) -> None:
     capacity = 6
-    limiter = AdaptiveLimiter(100, AdaptiveSettings(cooldown_s=cooldown_s))
+    limiter = AdaptiveLimiter(100, AdaptiveSettings(latency_samples=9, latency_factor=2.0, cooldown_s=cooldown_s))
     at_server = 0
     overloads = 0
     remaining = 600
