@@ -21,13 +21,23 @@ from redis.exceptions import RedisError
 log = logging.getLogger("pipeline.lease")
 
 LEASE_SECONDS = 10.0
+ORPHAN_SCAN = 1000  # queue entries checked per renewal tick
 
 
 class Leases:
     """The leases of the jobs one worker is running."""
 
-    def __init__(self, redis: Redis, lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        lease_seconds: float = LEASE_SECONDS,
+        *,
+        queue: str | None = None,
+        claim_ttl_seconds: float | None = None,
+    ) -> None:
         self._redis = redis
+        self._queue = queue
+        self._claim_ttl_ms = int(claim_ttl_seconds * 1000) if claim_ttl_seconds else None
         self._lease_ms = int(lease_seconds * 1000)
         self._interval = lease_seconds / 3
         self._running: set[str] = set()
@@ -67,6 +77,38 @@ class Leases:
         while True:
             await asyncio.sleep(self._interval)
             await self._expire(set(self._running))
+            await self._shorten_orphaned_claims()
+
+    async def _shorten_orphaned_claims(self) -> None:
+        """Give a lease to claims whose worker died before it could shorten them.
+
+        arq marks a claimed job with its long TTL, and a worker shortens it to a lease a moment
+        later. A worker killed in between leaves a claim nobody will renew or shorten: it shows
+        as an in-progress key whose TTL has been running down from arq's value for more than a
+        lease interval. Such a claim gets a lease here, so its job runs again soon, not minutes
+        later.
+        """
+        if self._queue is None or self._claim_ttl_ms is None:
+            return
+        try:
+            job_ids = [raw.decode() for raw in await self._redis.zrange(self._queue, 0, ORPHAN_SCAN - 1)]
+            if not job_ids:
+                return
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.pttl(in_progress_key_prefix + job_id)
+                ttls = await pipe.execute()
+            slack = int(self._interval * 1000)
+            orphaned = [
+                job_id
+                for job_id, ttl in zip(job_ids, ttls, strict=True)
+                if self._lease_ms + slack < ttl < self._claim_ttl_ms - slack
+            ]
+            if orphaned:
+                log.info("giving %d orphaned job claims a lease", len(orphaned))
+                await self._expire(set(orphaned))
+        except RedisError as exc:
+            log.warning("could not check for orphaned claims: %s", exc)
 
     async def _expire(self, job_ids: set[str]) -> None:
         if not job_ids:

@@ -29,6 +29,7 @@ PIPELINES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
     "api": ("collect_list", "collect_object", ("collect_summary",)),
 }
 SCHEDULED_CRAWL = "scheduled_crawl"
+CRON_TIMEOUT_S = 120
 
 
 def find_schedule(settings: Settings, name: str) -> ScheduleSpec:
@@ -106,7 +107,7 @@ def cron_jobs(settings: Settings, second: set[int] | None = None) -> list[CronJo
                     name=f"schedule:{spec.name}" + (f":{index}" if index else ""),
                     unique=True,
                     run_at_startup=False,
-                    timeout=120,
+                    timeout=CRON_TIMEOUT_S,
                     keep_result=0,
                     max_tries=3,
                     **fields,  # type: ignore[arg-type]

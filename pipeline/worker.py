@@ -34,7 +34,7 @@ from pipeline.frontier import Departures
 from pipeline.lease import Leases
 from pipeline.outcome import ARQ_TRIES_HEADROOM, SETTLED_CRAWL
 from pipeline.resources import Resources, open_resources
-from pipeline.schedules import cron_jobs
+from pipeline.schedules import CRON_TIMEOUT_S, cron_jobs
 from pipeline.serialization import deserialize, serialize
 from pipeline.settings import ConfigError, Settings, load_settings
 
@@ -47,7 +47,9 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     ctx["pipeline"] = await open_resources(settings, ctx["redis"], local_cpu=ctx["role"] == "all")
     ctx["departures"] = Departures(ctx["pipeline"].frontier)
-    ctx["leases"] = leases = Leases(ctx["redis"], settings.worker.lease)
+    ctx["leases"] = leases = Leases(
+        ctx["redis"], settings.worker.lease, queue=settings.redis.queue, claim_ttl_seconds=arq_claim_ttl(settings)
+    )
     leases.start()
     ctx["sweeper"] = asyncio.create_task(sweep_forever(ctx["pipeline"].backlog), name="pipeline-backlog-sweeper")
     ctx["limits_publisher"] = asyncio.create_task(publish_host_limits(ctx["pipeline"]), name="pipeline-host-limits")
@@ -154,6 +156,16 @@ def cpu_worker_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return kwargs
 
 
+def arq_job_timeout(settings: Settings) -> float:
+    # arq's own timeout must never fire first: ours (in `settle`) retries, arq's drops the job.
+    return settings.worker.job_timeout + 30
+
+
+def arq_claim_ttl(settings: Settings) -> float:
+    """The TTL arq gives a claimed job's in-progress key: the longest job timeout plus 10 s."""
+    return max(arq_job_timeout(settings), CRON_TIMEOUT_S) + 10
+
+
 def worker_kwargs(settings: Settings, role: Role = "all", **overrides: Any) -> dict[str, Any]:
     """Keyword arguments for `arq.worker.Worker`: a fresh dict (and ctx) every call.
 
@@ -164,8 +176,7 @@ def worker_kwargs(settings: Settings, role: Role = "all", **overrides: Any) -> d
         return cpu_worker_kwargs(settings, **overrides)
     worker = settings.worker
     tries = worker.max_tries + ARQ_TRIES_HEADROOM
-    # arq's own timeout must never fire first: ours (in `settle`) retries, arq's drops the job.
-    arq_timeout = worker.job_timeout + 30
+    arq_timeout = arq_job_timeout(settings)
     jobs: list[Any] = [crawl, fetch_page, crawl_summary, collect_list, collect_object, collect_summary]
     jobs += [load_function(path) for path in worker.functions]
     kwargs: dict[str, Any] = {
@@ -207,6 +218,14 @@ class ResilientWorker(Worker):
     """
 
     _redis_failures = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings: Settings | None = self.ctx.get("settings")
+        if settings is not None and self.ctx.get("role") != "cpu":
+            # Claim with the lease straight away: arq's claim TTL (the longest job timeout plus
+            # 10 s) is what a dead worker's jobs would otherwise wait out.
+            self.in_progress_timeout_s = settings.worker.lease
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         # arq takes a job slot before its claim transaction and gives it back only on the

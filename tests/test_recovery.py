@@ -171,3 +171,27 @@ async def test_killed_cpu_process_is_replaced_and_its_jobs_retried(settings: Set
                 running.cancel()
     assert status.done and status.failed == 0 and status.stored == config.pages
     assert rebuilds >= 1
+
+
+async def test_claim_orphaned_before_its_lease_runs_again_soon(settings: Settings) -> None:
+    """A worker killed between arq's claim and its first lease leaves a claim with arq's long TTL."""
+    from redis.asyncio import Redis
+
+    from pipeline.frontier import job_id
+    from pipeline.worker import arq_claim_ttl
+    from tests.helpers import StaticSite, run_burst_worker
+
+    settings = settings.replace(worker={"lease": 3.0})
+    async with StaticSite({"/list": "<a href='/a'>a</a>", "/a": "a"}) as site, Pipeline(settings) as pipeline:
+        start = site.base_url + "/list"
+        crawl_id = await pipeline.crawl(start)
+        redis = Redis.from_url(settings.redis.url)
+        try:
+            # As a dead worker's claim looks five seconds after it died.
+            ttl_ms = int((arq_claim_ttl(settings) - 5) * 1000)
+            await redis.set("arq:in-progress:" + job_id(crawl_id, "list", start), b"1", px=ttl_ms)
+        finally:
+            await redis.aclose()
+        await run_burst_worker(settings, timeout=30)  # without the lease it would wait ~5 min
+        status = await pipeline.status(crawl_id)
+    assert status.done and status.stored == 1
