@@ -127,3 +127,27 @@ def test_status_of_unknown_crawl(settings: Settings) -> None:
     result = run_cli("status", "nosuchcrawl", env=service_env(settings))
     assert result.returncode == 1
     assert "no crawl with id 'nosuchcrawl'" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_on_embedded_services(tmp_path: Path) -> None:
+    """The README's first command: no services configured, everything embedded under the data folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env["PIPELINE_STORAGE_DATA_DIR"] = str(tmp_path / "data")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "demo", "--pages", "60", "--latency-ms", "5", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["state"] == "done"
+    assert report["stored"] + report["failed"] == report["discovered"] == 60
+    assert report["stored"] >= 55
+    assert report["bodies"] == (tmp_path / "data" / "blobs").resolve().as_uri()
+    assert list((tmp_path / "data" / "blobs" / "bodies").glob("*/*"))  # the bodies, by digest
+    assert not (tmp_path / "data" / "services.json").exists()  # embedded services stopped again
