@@ -34,8 +34,11 @@ class Leases:
         *,
         queue: str | None = None,
         claim_ttl_seconds: float | None = None,
+        claims_leased: bool = False,
     ) -> None:
         self._redis = redis
+        # A worker that claims jobs with the lease TTL already has nothing to shorten at start.
+        self._claims_leased = claims_leased
         self._queue = queue
         self._claim_ttl_ms = int(claim_ttl_seconds * 1000) if claim_ttl_seconds else None
         self._lease_ms = int(lease_seconds * 1000)
@@ -58,6 +61,8 @@ class Leases:
     def job_started(self, job_id: str) -> None:
         """Shorten the new job's lease; jobs started together share one round trip."""
         self._running.add(job_id)
+        if self._claims_leased:
+            return
         self._fresh.add(job_id)
         if not self._flush_scheduled:
             self._flush_scheduled = True

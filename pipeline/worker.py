@@ -40,6 +40,7 @@ from pipeline.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("pipeline.worker")
 Role = Literal["all", "io", "cpu"]
+CLAIMS_LEASED = "claims_leased"  # set in ctx by workers whose claims already carry the lease TTL
 _CLASS_NAMES: dict[str, str] = {"all": "WorkerSettings", "io": "IOWorkerSettings", "cpu": "CPUWorkerSettings"}
 
 
@@ -48,7 +49,11 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx["pipeline"] = await open_resources(settings, ctx["redis"], local_cpu=ctx["role"] == "all")
     ctx["departures"] = Departures(ctx["pipeline"].frontier)
     ctx["leases"] = leases = Leases(
-        ctx["redis"], settings.worker.lease, queue=settings.redis.queue, claim_ttl_seconds=arq_claim_ttl(settings)
+        ctx["redis"],
+        settings.worker.lease,
+        queue=settings.redis.queue,
+        claim_ttl_seconds=arq_claim_ttl(settings),
+        claims_leased=bool(ctx.get(CLAIMS_LEASED)),
     )
     leases.start()
     ctx["sweeper"] = asyncio.create_task(sweep_forever(ctx["pipeline"].backlog), name="pipeline-backlog-sweeper")
@@ -226,6 +231,7 @@ class ResilientWorker(Worker):
             # Claim with the lease straight away: arq's claim TTL (the longest job timeout plus
             # 10 s) is what a dead worker's jobs would otherwise wait out.
             self.in_progress_timeout_s = settings.worker.lease
+            self.ctx[CLAIMS_LEASED] = True
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         # arq takes a job slot before its claim transaction and gives it back only on the
