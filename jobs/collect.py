@@ -12,17 +12,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
-
 from pipeline.collect import Listing, crunch_object, fetch_json, fetch_object, object_document, parse_listing
 from pipeline.crawls import CrawlOptions
 from pipeline.discover import Found
-from pipeline.frontier import Discovery, Kind
 from pipeline.outcome import Attempt, check_payload, finish, settle
 from pipeline.pages import ride_out
 from pipeline.resources import Resources
 from pipeline.storage import utcnow
-from pipeline.urls import InvalidURL, in_scope, normalise_url
 
 LIST_JOB = "collect_list"
 ITEM_JOB = "collect_object"
@@ -42,7 +38,6 @@ async def collect_list(ctx: dict[str, Any], crawl_id: str, url: str, depth: int 
         options = await res.crawl_options(crawl_id)
         # A list page goes ahead of the objects already queued: every later page waits for it.
         listing = parse_listing((await fetch_json(res.fetcher, url, priority=True)).data)
-        await ensure_indexes(res)  # before any object of this page can be saved
         await res.backlog.schedule(crawl_id, options, listing_found(url, listing, options))
         await finish(res, crawl_id, "list", url, stored=True, fetched=True, attempt=attempt)
 
@@ -100,41 +95,15 @@ async def collect_summary(ctx: dict[str, Any], crawl_id: str) -> None:
     await res.store.crawls.update_one({"_id": crawl_id}, {"$set": {"summary": summary}})
 
 
-async def ensure_indexes(res: Resources) -> None:
-    """The unique index the upsert key needs (and one for per-crawl queries); a no-op once made.
-
-    Without it every upsert scans the collection, and two runs of one object could both insert.
-    """
-    await res.store.db[OBJECTS].create_indexes(
-        [IndexModel([("url", ASCENDING)], unique=True), IndexModel([("crawl_id", ASCENDING)])]
-    )
-
-
 def listing_found(page_url: str, listing: Listing, options: CrawlOptions) -> Found:
     """The listing's URLs as the crawl will follow them: normalised, deduplicated, in scope.
 
     The next list page is walked by `collect_list`, each object fetched by `collect_object`;
     what is dropped is counted like the web pipeline's skipped links.
     """
-    found = Found(skipped_invalid=listing.invalid)
-    seen = {page_url}
-
-    def accept(href: str, kind: Kind, depth: int, function: str) -> None:
-        try:
-            url = normalise_url(href, page_url)
-        except InvalidURL:
-            found.skipped_invalid += 1
-            return
-        if url in seen:
-            return
-        seen.add(url)
-        if not in_scope(url, options.start_url, options.scope):
-            found.skipped_scope += 1
-            return
-        found.items.append(Discovery(url, kind, depth, function))
-
+    found = Found(skipped_invalid=listing.invalid, seen={page_url})
     if listing.next_url is not None:
-        accept(listing.next_url, "list", 0, LIST_JOB)
+        found.add(listing.next_url, page_url, options, "list", 0, LIST_JOB)
     for href in listing.item_urls:
-        accept(href, "page", OBJECT_DEPTH, ITEM_JOB)
+        found.add(href, page_url, options, "page", OBJECT_DEPTH, ITEM_JOB)
     return found

@@ -148,6 +148,11 @@ class Pipeline:
                     return status
                 await asyncio.sleep(poll_interval)
 
+    async def workers_running(self) -> bool:
+        """Whether any worker has reported on this queue recently (arq's health-check key)."""
+        _, frontier = self._parts()
+        return bool(await frontier.redis.exists(self.settings.redis.queue + ":health-check"))
+
     async def schedules(self) -> list[Document]:
         """The configured `[[schedule]]`s with their runs, skips, last crawl and next run."""
         store, _ = self._parts()

@@ -27,13 +27,12 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from pipeline.threaded import ThreadedServer
+from pipeline.loopback import LoopbackSite, ThreadedServer
 
 JSON = "application/json"
 LIST_PATH = "/api/items"
@@ -187,7 +186,7 @@ def _encode(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
-class ApiSite:
+class ApiSite(LoopbackSite):
     """The API as an aiohttp server, plus counters of what clients asked for.
 
     `hits` is keyed by path and query as requested; `calls` by endpoint. `max_item_in_flight`
@@ -197,6 +196,7 @@ class ApiSite:
     """
 
     def __init__(self, config: ApiSiteConfig | None = None) -> None:
+        super().__init__()
         self.config = config or ApiSiteConfig()
         self.hits: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
@@ -209,45 +209,11 @@ class ApiSite:
         self._missing, self._flaky = _faults(self.config)
         self._flaked: set[int] = set()
         self._bodies: dict[tuple[Endpoint, int], bytes] = {}
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
-
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("ApiSite is not started")
-        return self._base_url
 
     @property
     def list_url(self) -> str:
         """Where a collection starts: the first list page."""
         return self.base_url + LIST_PATH
-
-    def url(self, path: str) -> str:
-        return self.base_url + path
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        runner = web.AppRunner(self._app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.25)
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        self._runner = runner
-        bound_port = runner.addresses[0][1]
-        self._base_url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
-        return self._base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._track])
@@ -348,10 +314,6 @@ class ThreadedApiSite(ThreadedServer[ApiSite]):
 
     def __init__(self, config: ApiSiteConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(ApiSite(config), host, port)
-
-    @property
-    def base_url(self) -> str:
-        return self.site.base_url
 
     @property
     def list_url(self) -> str:

@@ -21,7 +21,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from pipeline.api import CrawlNotFound, Pipeline
-from pipeline.connections import redact, redis_client
+from pipeline.connections import redact
 from pipeline.crawls import CrawlStatus
 from pipeline.embedded import needs_embedded, resolve_services
 from pipeline.parse import InvalidSelector
@@ -144,14 +144,6 @@ async def in_process_worker(settings: Settings) -> AsyncIterator[None]:
             await task
 
 
-async def worker_alive(pipeline: Pipeline) -> bool:
-    redis = redis_client(pipeline.settings)
-    try:
-        return bool(await redis.exists(pipeline.settings.redis.queue + ":health-check"))
-    finally:
-        await redis.aclose()
-
-
 def _check_options(args: argparse.Namespace) -> None:
     if args.max_depth is not None and args.max_depth < 0:
         raise UsageError(f"--max-depth must be 0 or more, got {args.max_depth}")
@@ -184,7 +176,7 @@ async def _crawl(args: argparse.Namespace, settings: Settings) -> int:
             status = await pipeline.status(crawl_id)
             _report(status, args.json, sys.stdout)
             return 0
-        local_worker = not await worker_alive(pipeline)
+        local_worker = not await pipeline.workers_running()
         if local_worker and not needs_embedded(settings):
             print("pipeline: no worker is running; running one in this process", file=sys.stderr)
         context = in_process_worker(resolved) if local_worker else contextlib.nullcontext()

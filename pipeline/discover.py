@@ -17,9 +17,27 @@ from pipeline.urls import InvalidURL, in_scope, normalise_url
 
 @dataclass
 class Found:
+    """URLs a page leads to, and how many of its links were dropped and why."""
+
     items: list[Discovery] = field(default_factory=list)
     skipped_invalid: int = 0
     skipped_scope: int = 0
+    seen: set[str] = field(default_factory=set, repr=False)
+
+    def add(self, href: str, base: str, options: CrawlOptions, kind: Kind, depth: int, function: str = "") -> None:
+        """Resolve `href` against `base`; keep it if valid, new on this page and in scope."""
+        try:
+            url = normalise_url(href, base)
+        except InvalidURL:
+            self.skipped_invalid += 1
+            return
+        if url in self.seen:
+            return
+        self.seen.add(url)
+        if not in_scope(url, options.start_url, options.scope):
+            self.skipped_scope += 1
+            return
+        self.items.append(Discovery(url, kind, depth, function))
 
 
 def _resolve_base(page_url: str, parsed: ParsedPage) -> str:
@@ -34,27 +52,11 @@ def _resolve_base(page_url: str, parsed: ParsedPage) -> str:
 def discover(page_url: str, parsed: ParsedPage, options: CrawlOptions, *, depth: int, include_next: bool) -> Found:
     """Child links at `depth` (and, on list pages, the next list pages) that the crawl may follow."""
     base = _resolve_base(page_url, parsed)
-    found = Found()
-    seen: set[str] = {page_url}
-
-    def accept(href: str, kind: Kind, link_depth: int) -> None:
-        try:
-            url = normalise_url(href, base)
-        except InvalidURL:
-            found.skipped_invalid += 1
-            return
-        if url in seen:
-            return
-        seen.add(url)
-        if not in_scope(url, options.start_url, options.scope):
-            found.skipped_scope += 1
-            return
-        found.items.append(Discovery(url, kind, link_depth))
-
+    found = Found(seen={page_url})
     if include_next:
         for href in parsed.next_links:
-            accept(href, "list", 0)
+            found.add(href, base, options, "list", 0)
     if depth <= options.max_depth:
         for href in parsed.links:
-            accept(href, "page", depth)
+            found.add(href, base, options, "page", depth)
     return found

@@ -212,7 +212,6 @@ class Frontier:
     """Per-crawl bookkeeping in Redis, shared by every worker and the API."""
 
     def __init__(self, redis: Redis, queue_name: str) -> None:
-        self._redis = redis
         self.redis = redis
         self.queue_name = queue_name
         self._register = redis.register_script(_REGISTER)
@@ -228,7 +227,7 @@ class Frontier:
 
     async def create(self, crawl_id: str, options: Mapping[str, Any]) -> None:
         _, stats, meta = self._keys(crawl_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 stats,
                 mapping={
@@ -244,7 +243,7 @@ class Frontier:
             await pipe.execute()
 
     async def options(self, crawl_id: str) -> dict[str, Any] | None:
-        raw = await self._redis.get(self._keys(crawl_id)[2])
+        raw = await self.redis.get(self._keys(crawl_id)[2])
         return json.loads(raw) if raw else None
 
     async def register(
@@ -335,7 +334,7 @@ class Frontier:
         return Settled(bool(changed), int(pending), int(queued), int(waiting))
 
     async def counters(self, crawl_id: str) -> dict[str, int]:
-        raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys(crawl_id)[1])  # type: ignore[misc]
+        raw: dict[bytes, bytes] = await self.redis.hgetall(self._keys(crawl_id)[1])  # type: ignore[misc]
         return {_text(k): int(v) for k, v in raw.items()}
 
     async def enqueue_once(self, function: str, args: list[Any], job_id: str, queue: str | None = None) -> bool:
@@ -348,28 +347,28 @@ class Frontier:
 
     async def departed(self, counts: Mapping[str, int]) -> None:
         """`counts[crawl_id]` of the crawl's jobs have left the queue for good."""
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             for crawl_id, count in counts.items():
                 pipe.hincrby(self._keys(crawl_id)[1], "queued", -count)
             await pipe.execute()
 
     async def publish_host_limits(self, limits: Mapping[str, int]) -> None:
         """Current per-host concurrency limits, as last reported by any worker (kept a minute)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(HOST_LIMITS_KEY, mapping=dict(limits))
             pipe.expire(HOST_LIMITS_KEY, 60)
             await pipe.execute()
 
     async def host_limit(self, host: str) -> int | None:
-        raw = await self._redis.hget(HOST_LIMITS_KEY, host)  # type: ignore[misc]
+        raw = await self.redis.hget(HOST_LIMITS_KEY, host)  # type: ignore[misc]
         return int(raw) if raw is not None else None
 
     async def try_lock(self, name: str, seconds: float) -> bool:
         """A short-lived lock (SET NX PX), for work one worker at a time should do."""
-        return bool(await self._redis.set(f"pipeline:lock:{name}", b"1", nx=True, px=int(seconds * 1000)))
+        return bool(await self.redis.set(f"pipeline:lock:{name}", b"1", nx=True, px=int(seconds * 1000)))
 
     async def unlock(self, name: str) -> None:
-        await self._redis.delete(f"pipeline:lock:{name}")
+        await self.redis.delete(f"pipeline:lock:{name}")
 
 
 def _text(value: bytes | str) -> str:

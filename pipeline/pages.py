@@ -28,8 +28,14 @@ from pipeline.urls import url_host
 T = TypeVar("T")
 
 
-async def _fetch_ok(res: Resources, url: str, *, priority: bool = False) -> Response:
-    response = await res.fetcher.get(url, priority=priority)
+async def _fetch_ok(
+    res: Resources, url: str, *, priority: bool = False, validators: dict[str, str] | None = None
+) -> Response:
+    """A 2xx response, or 304 to a conditional GET; any other status is a permanent failure."""
+    headers = conditional_headers(validators) if validators else None
+    response = await res.fetcher.get(url, headers, priority=priority)
+    if validators and response.status == 304:
+        return response
     if not 200 <= response.status < 300:
         raise PermanentFailure(f"HTTP {response.status}", response.status)
     return response
@@ -88,16 +94,11 @@ async def fetch_and_store(
     """
     options = await res.crawl_options(crawl_id)
     started = asyncio.get_running_loop().time()
-    if validators:
-        response = await res.fetcher.get(url, conditional_headers(validators))
-        if response.status == 304:
-            seen = {"url": url, "crawl_id": crawl_id, "checked_at": utcnow(), "unchanged": True, "depth": depth}
-            await ride_out(lambda: res.store.save_document("pages", {"url": url}, seen), res.settings)
-            raise Unchanged(url)
-        if not 200 <= response.status < 300:
-            raise PermanentFailure(f"HTTP {response.status}", response.status)
-    else:
-        response = await _fetch_ok(res, url)
+    response = await _fetch_ok(res, url, validators=validators)
+    if response.status == 304:
+        seen = {"url": url, "crawl_id": crawl_id, "checked_at": utcnow(), "unchanged": True, "depth": depth}
+        await ride_out(lambda: res.store.save_document("pages", {"url": url}, seen), res.settings)
+        raise Unchanged(url)
     parsed = _parse(response, options, with_next=False)
     sha256 = hashlib.sha256(response.body).hexdigest()
     put = ride_out(lambda: res.blobs.put(sha256, response.body, response.content_type), res.settings)

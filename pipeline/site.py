@@ -26,13 +26,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
-from types import TracebackType
-from typing import NamedTuple, Self
+from typing import NamedTuple
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from pipeline.threaded import ThreadedServer
+from pipeline.loopback import LoopbackSite, ThreadedServer
 
 HTML = "text/html; charset=utf-8"
 #: Appears only inside <script>, <style> and comments, so must never reach extracted text.
@@ -222,7 +221,7 @@ def _fixed(status: int, headers: dict[str, str], body: bytes = b"") -> Handler:
     return handler
 
 
-class DemoSite:
+class DemoSite(LoopbackSite):
     """The synthetic site as an aiohttp server, plus counters of what clients asked for.
 
     `hits` is keyed by path and query exactly as requested, so `/list` and `/list?page=1` count
@@ -232,6 +231,7 @@ class DemoSite:
     """
 
     def __init__(self, config: SiteConfig | None = None) -> None:
+        super().__init__()
         self.config = config or SiteConfig()
         self.hits: Counter[str] = Counter()
         self.in_flight = 0
@@ -244,17 +244,6 @@ class DemoSite:
         self._children: dict[tuple[str, int], _Page] = {}
         self._lists: dict[tuple[str, int], bytes] = {}
         self._bomb: bytes | None = None
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
-
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("DemoSite is not started")
-        return self._base_url
-
-    def url(self, path: str) -> str:
-        return self.base_url + path
 
     def duplicate_paths(self) -> set[str]:
         """Paths requested more often than once plus one per 503/429 they were answered with."""
@@ -263,31 +252,6 @@ class DemoSite:
     def duplicates(self) -> int:
         """How many paths a crawler fetched again without being told to retry."""
         return len(self.duplicate_paths())
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        # handler_cancellation stops /slow when the client gives up. The short shutdown timeout
-        # (which aiohttp spends up to twice) keeps stop() from waiting out a 30 s sleep.
-        runner = web.AppRunner(self._app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.25)
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        self._runner = runner
-        bound_port = runner.addresses[0][1]
-        self._base_url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
-        return self._base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._track])
@@ -425,10 +389,6 @@ class ThreadedSite(ThreadedServer[DemoSite]):
 
     def __init__(self, config: SiteConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(DemoSite(config), host, port)
-
-    @property
-    def base_url(self) -> str:
-        return self.site.base_url
 
 
 def _parser() -> argparse.ArgumentParser:

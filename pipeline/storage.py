@@ -100,7 +100,9 @@ class MongoStore:
         await self.pages.create_index([("url", ASCENDING)], unique=True)
         await self.pages.create_index([("crawl_id", ASCENDING)])
         await self.failures.create_index([("crawl_id", ASCENDING), ("url", ASCENDING)], unique=True)
+        # The API collector's results (`jobs/collect.py`): upserted by URL, read per crawl.
         await self.db["objects"].create_index([("url", ASCENDING)], unique=True)
+        await self.db["objects"].create_index([("crawl_id", ASCENDING)])
 
     async def save_page(self, page: Document) -> None:
         """Upsert the page's document by URL (batched with other jobs' writes)."""
