@@ -2,10 +2,11 @@
 
 `python -m bench.floor ...` (normally started by `bench.run`) crawls the same site into the same
 services doing what a pipeline worker does for each page, with the same libraries and nothing
-else: an aiohttp GET on one session, `pipeline.parse` (selectolax), `pipeline.crunch.fingerprint`
-in a forkserver process pool, one `put_object` on one aioboto3 client, and a MongoDB upsert,
-either one per page (`--writes single`) or in bulk batches (`--writes bulk`). No Redis, no arq,
-no retries, no leases. What the pipeline spends above this is the price of its queue and its
+else: an aiohttp GET on one session, `pipeline.parse` (selectolax), links resolved by
+`pipeline.urls.LinkResolver`, `pipeline.crunch.fingerprint` in a forkserver process pool, one
+`put_object` on one aioboto3 client, and a MongoDB upsert, either one per page
+(`--writes single`) or in bulk batches (`--writes bulk`). No Redis, no arq, no retries, no
+leases. What the pipeline spends above this is the price of its queue and its
 guarantees; the floor is what an ideal pipeline on these parts would still spend.
 
 Protocol with the runner: the floor opens its clients and starts its pool processes, prints
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.crunch import fingerprint
 from pipeline.parse import ParsedPage, decode_html, parse_html
-from pipeline.urls import InvalidURL, normalise_url, url_host
+from pipeline.urls import InvalidURL, LinkResolver, url_host
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -110,6 +111,7 @@ class Floor:
         self.pool: ProcessPoolExecutor | None = None
         self.counts = Counts()
         self._host = url_host(options.start_url)
+        self._links = LinkResolver()  # as a pipeline worker resolves links
         self._seen: set[str] = set()  # child pages, and list pages prefixed "L|"
         self._slots = asyncio.Semaphore(options.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -154,7 +156,7 @@ class Floor:
         """
         for href in hrefs:
             try:
-                url = normalise_url(href, page_url)
+                url = self._links.resolve(href, page_url)
             except InvalidURL:
                 continue
             if url not in seen and url_host(url) == self._host:

@@ -22,7 +22,7 @@ async def crawl(ctx: dict[str, Any], crawl_id: str, url: str, depth: int = 0) ->
         _, parsed = await fetch_html(res, url, options)
         if parsed is None:
             raise PermanentFailure("list page is not HTML")
-        found = discover(url, parsed, options, depth=depth + 1, include_next=True)
+        found = discover(url, parsed, options, depth=depth + 1, include_next=True, links=res.links)
         if options.conditional:
             found.items = await with_validators(res, found.items)
         await res.backlog.schedule(crawl_id, options, found)

@@ -30,7 +30,7 @@ async def fetch_page(
             await finish(res, crawl_id, "page", url, stored=True, fetched=True, attempt=attempt, unchanged=True)
             return
         if parsed is not None and depth < options.max_depth:
-            found = discover(url, parsed, options, depth=depth + 1, include_next=False)
+            found = discover(url, parsed, options, depth=depth + 1, include_next=False, links=res.links)
             if options.conditional:
                 found.items = await with_validators(res, found.items)
             await res.backlog.schedule(crawl_id, options, found)

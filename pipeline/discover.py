@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pipeline.crawls import CrawlOptions
 from pipeline.frontier import Discovery, Kind
 from pipeline.parse import ParsedPage
-from pipeline.urls import InvalidURL, in_scope, normalise_url
+from pipeline.urls import InvalidURL, LinkResolver, in_scope, normalise_url
 
 
 @dataclass
@@ -23,11 +23,12 @@ class Found:
     skipped_invalid: int = 0
     skipped_scope: int = 0
     seen: set[str] = field(default_factory=set, repr=False)
+    links: LinkResolver | None = field(default=None, repr=False)  # the worker's, to reuse its work
 
     def add(self, href: str, base: str, options: CrawlOptions, kind: Kind, depth: int, function: str = "") -> None:
         """Resolve `href` against `base`; keep it if valid, new on this page and in scope."""
         try:
-            url = normalise_url(href, base)
+            url = self.links.resolve(href, base) if self.links is not None else normalise_url(href, base)
         except InvalidURL:
             self.skipped_invalid += 1
             return
@@ -49,10 +50,18 @@ def _resolve_base(page_url: str, parsed: ParsedPage) -> str:
     return page_url
 
 
-def discover(page_url: str, parsed: ParsedPage, options: CrawlOptions, *, depth: int, include_next: bool) -> Found:
+def discover(
+    page_url: str,
+    parsed: ParsedPage,
+    options: CrawlOptions,
+    *,
+    depth: int,
+    include_next: bool,
+    links: LinkResolver | None = None,
+) -> Found:
     """Child links at `depth` (and, on list pages, the next list pages) that the crawl may follow."""
     base = _resolve_base(page_url, parsed)
-    found = Found(seen={page_url})
+    found = Found(seen={page_url}, links=links)
     if include_next:
         for href in parsed.next_links:
             found.add(href, base, options, "list", 0)

@@ -25,6 +25,7 @@ from pipeline.fetch import Fetcher, create_session
 from pipeline.frontier import Frontier
 from pipeline.settings import Settings
 from pipeline.storage import MongoStore
+from pipeline.urls import LinkResolver
 
 _OPTIONS_CACHE_SIZE = 256
 T = TypeVar("T")
@@ -42,6 +43,7 @@ class Resources:
     cpu: CpuPool | None  # this worker's pool; None when CPU work goes to CPU workers
     remote_cpu: RemoteCpu | None
     _stack: AsyncExitStack
+    links: LinkResolver = field(default_factory=LinkResolver)
     _options: OrderedDict[str, CrawlOptions] = field(default_factory=OrderedDict)
 
     async def crawl_options(self, crawl_id: str) -> CrawlOptions:

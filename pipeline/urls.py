@@ -7,6 +7,7 @@ crawl deduplicates on, what job ids are derived from and what `pages.url` holds.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -52,6 +53,49 @@ def normalise_url(url: str, base: str | None = None) -> str:
         userinfo = parts.username + (f":{parts.password}" if parts.password is not None else "")
         netloc = f"{userinfo}@{netloc}"
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+class LinkResolver:
+    """`normalise_url` for the links of many pages, remembering links whose result repeats.
+
+    Sites repeat their navigation on every page, and an absolute link (`https://…`) or a
+    root-relative one (`/docs/x`) resolves to the same URL on every page of the same origin;
+    normalising costs ~12 µs a link, a lookup well under one. Relative links (`../x`, `x`)
+    depend on the page's path and are always resolved afresh. Bounded: the least recently used
+    entries are dropped beyond `size`.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._known: OrderedDict[tuple[str, str], str | InvalidURL] = OrderedDict()
+
+    def resolve(self, href: str, base: str) -> str:
+        """What `normalise_url(href, base)` returns (or raises), for a normalised `base`."""
+        if href.startswith(("http://", "https://", "HTTP://", "HTTPS://")):
+            key = ("", href)
+        elif href.startswith("/") and not href.startswith("//"):
+            key = (_origin(base), href)
+        else:
+            return normalise_url(href, base)
+        known = self._known.get(key)
+        if known is not None:
+            self._known.move_to_end(key)
+        else:
+            try:
+                known = normalise_url(href, base)
+            except InvalidURL as exc:
+                known = exc
+            self._known[key] = known
+            if len(self._known) > self._size:
+                self._known.popitem(last=False)
+        if isinstance(known, InvalidURL):
+            raise InvalidURL(str(known))
+        return known
+
+
+def _origin(url: str) -> str:
+    """`scheme://host[:port]` of a normalised URL (whose path always starts with `/`)."""
+    return url[: url.find("/", url.find("//") + 2)]
 
 
 def url_host(url: str) -> str:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.urls import InvalidURL, in_scope, normalise_url, url_digest
+from pipeline.urls import InvalidURL, LinkResolver, in_scope, normalise_url, url_digest
 
 
 @pytest.mark.parametrize(
@@ -80,3 +80,43 @@ def test_default_port_is_the_same_page(host: str, path: str) -> None:
     assert url_digest(normalise_url(f"https://{host}:443/{path}")) == url_digest(
         normalise_url(f"https://{host}/{path}")
     )
+
+
+_hrefs = st.one_of(
+    st.builds(lambda p: "/" + p, _paths),
+    st.builds(lambda h, p: f"https://{h}/{p}", _hosts, _paths),
+    st.builds(lambda p: "//" + p, _paths),
+    _paths,
+    st.sampled_from(["mailto:a@b.c", "http://", "javascript:x", "HTTP://A.test/x#f", "/a#b", "https://h:99999/"]),
+)
+_bases = st.builds(
+    lambda scheme, host, port, path: f"{scheme}://{host}{port}/{path}",
+    st.sampled_from(["http", "https"]),
+    st.sampled_from(["a.test", "b.test", "u:pw@a.test"]),
+    st.sampled_from(["", ":8080"]),
+    _paths,
+)
+
+
+@given(links=st.lists(st.tuples(_hrefs, _bases), max_size=30))
+def test_link_resolver_agrees_with_normalise_url(links: list[tuple[str, str]]) -> None:
+    resolver = LinkResolver(size=8)  # small, so entries are evicted and looked up again
+    for href, raw_base in links * 2:
+        base = normalise_url(raw_base)
+        try:
+            expected: str | type[InvalidURL] = normalise_url(href, base)
+        except InvalidURL:
+            expected = InvalidURL
+        if expected is InvalidURL:
+            with pytest.raises(InvalidURL):
+                resolver.resolve(href, base)
+        else:
+            assert resolver.resolve(href, base) == expected
+
+
+def test_link_resolver_reuses_root_relative_links_per_origin() -> None:
+    resolver = LinkResolver()
+    assert resolver.resolve("/docs", "https://a.test/x/y") == "https://a.test/docs"
+    assert resolver.resolve("/docs", "https://b.test:8443/z") == "https://b.test:8443/docs"
+    assert resolver.resolve("/docs", "https://a.test/other") == "https://a.test/docs"
+    assert resolver.resolve("docs", "https://a.test/x/y") == "https://a.test/x/docs"
