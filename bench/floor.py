@@ -4,10 +4,11 @@
 services doing what a pipeline worker does for each page, with the same libraries and nothing
 else: an aiohttp GET on one session, `pipeline.parse` (selectolax), links resolved by
 `pipeline.urls.LinkResolver`, `pipeline.crunch.fingerprint` in a forkserver process pool, one
-`put_object` on one aioboto3 client, and a MongoDB upsert, either one per page
-(`--writes single`) or in bulk batches (`--writes bulk`). No Redis, no arq, no retries, no
-leases. What the pipeline spends above this is the price of its queue and its
-guarantees; the floor is what an ideal pipeline on these parts would still spend.
+put per page through `pipeline.blobs.S3BlobStore` (a SigV4-signed PUT with the aioboto3 client's
+credentials), and a MongoDB upsert, either one per page (`--writes single`) or in bulk batches
+(`--writes bulk`). No Redis, no arq, no retries, no leases. What the pipeline spends above this
+is the price of its queue and its guarantees; the floor is what an ideal pipeline on these parts
+would still spend.
 
 Protocol with the runner: the floor opens its clients and starts its pool processes, prints
 `ready`, waits for a line on stdin, crawls, and prints one JSON line with its own counts.
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
 
     import aiohttp
+
+    from pipeline.blobs import S3BlobStore
 
 READY = "ready"
 
@@ -103,7 +106,7 @@ class BulkWriter:
 class Floor:
     """Crawls list pages (sequentially, as pagination forces) and their children concurrently."""
 
-    def __init__(self, options: FloorOptions, session: aiohttp.ClientSession, pages: Any, s3: Any) -> None:
+    def __init__(self, options: FloorOptions, session: aiohttp.ClientSession, pages: Any, s3: S3BlobStore) -> None:
         self.options = options
         self.session = session
         self.pages = pages
@@ -181,10 +184,9 @@ class Floor:
         fetch_ms = (time.perf_counter() - started) * 1000
         parsed = parse_html(decode_html(body, charset), link_selector=self.options.link_selector)
         sha256 = hashlib.sha256(body).hexdigest()
-        key = f"{self.options.prefix}{sha256[:2]}/{sha256}"
-        put = self.s3.put_object(Bucket=self.options.bucket, Key=key, Body=body, ContentType="text/html")
+        put = self.s3.put(sha256, body, "text/html")
         loop = asyncio.get_running_loop()
-        _, crunched = await asyncio.gather(put, loop.run_in_executor(self.pool, fingerprint, parsed.text))
+        key, crunched = await asyncio.gather(put, loop.run_in_executor(self.pool, fingerprint, parsed.text))
         document = self._document(url, depth, body, sha256, key, parsed, crunched, fetch_ms, charset)
         if self._bulk is not None:
             self._bulk.add(url, document)
@@ -247,6 +249,8 @@ async def _open(options: FloorOptions, stack: AsyncExitStack) -> Floor:
     from aiobotocore.config import AioConfig
     from pymongo import ASCENDING, AsyncMongoClient
 
+    from pipeline.blobs import S3BlobStore
+
     connector = aiohttp.TCPConnector(limit=options.concurrency, limit_per_host=options.concurrency)
     session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(options.mongo_url, tz_aware=True)
@@ -259,10 +263,13 @@ async def _open(options: FloorOptions, stack: AsyncExitStack) -> Floor:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    s3 = await stack.enter_async_context(
-        aioboto3.Session().client("s3", endpoint_url=options.s3_endpoint, region_name="us-east-1", config=config)
+    boto = aioboto3.Session()
+    client = await stack.enter_async_context(
+        boto.client("s3", endpoint_url=options.s3_endpoint, region_name="us-east-1", config=config)
     )
-    await s3.create_bucket(Bucket=options.bucket)
+    s3 = S3BlobStore(client, options.bucket, options.prefix)
+    await s3.open(await boto.get_credentials(), max_connections=options.s3_pool)
+    stack.push_async_callback(s3.close)
     floor = Floor(options, session, pages, s3)
     pool = ProcessPoolExecutor(options.processes, mp_context=multiprocessing.get_context("forkserver"))
     stack.callback(pool.shutdown, wait=True, cancel_futures=True)

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq import Retry
+from botocore.exceptions import BotoCoreError, ClientError
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
+from pipeline.blobs import BlobStoreError
 from pipeline.crawls import complete_crawl
 from pipeline.crunch import CpuPoolBroken, CpuTimeout
 from pipeline.fetch import FetchError
@@ -54,25 +56,19 @@ class InvalidPayload(TypeError):
     """A job's arguments do not fit its function: the job fails, the worker carries on."""
 
 
-def _transient_types() -> tuple[type[BaseException], ...]:
-    kinds: list[type[BaseException]] = [
-        PyMongoError,
-        RedisError,
-        OSError,
-        asyncio.TimeoutError,
-        CpuPoolBroken,
-        CpuTimeout,
-    ]
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        kinds += [BotoCoreError, ClientError]
-    except ImportError:  # S3 support is optional when bodies go to files
-        pass
-    return tuple(kinds)
-
-
-TRANSIENT = _transient_types()
+# Failures of our own infrastructure (queue, database, blob store, CPU pool): retried, never
+# recorded against the URL.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    PyMongoError,
+    RedisError,
+    OSError,
+    asyncio.TimeoutError,
+    CpuPoolBroken,
+    CpuTimeout,
+    BlobStoreError,
+    BotoCoreError,
+    ClientError,
+)
 
 
 @dataclass(frozen=True)

@@ -105,8 +105,9 @@ async def open_blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStor
         connect_timeout=10,
         read_timeout=60,
     )
+    session = aioboto3.Session()
     client: Any = await stack.enter_async_context(
-        aioboto3.Session().client(
+        session.client(
             "s3",
             endpoint_url=settings.s3.endpoint_url or None,
             region_name=settings.s3.region,
@@ -114,7 +115,8 @@ async def open_blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStor
         )
     )
     store = S3BlobStore(client, settings.s3.bucket, settings.s3.prefix)
-    await store.ensure_bucket()
+    await store.open(await session.get_credentials(), max_connections=settings.s3.max_pool_connections)
+    stack.push_async_callback(store.close)
     return store
 
 

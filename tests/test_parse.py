@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import pickle
+from collections import Counter
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.crunch import fingerprint
+from pipeline.crunch import fingerprint, simhash
 from pipeline.fetch import parse_retry_after
 from pipeline.netguard import BlockedAddress, check_host, is_public_address
 from pipeline.outcome import backoff_delay
@@ -110,3 +112,19 @@ def test_serializer_round_trip_and_no_code() -> None:
     pickled = pickle.dumps(object())
     with pytest.raises(Exception):  # noqa: B017, PT011 - pickle bytes are not msgpack data
         deserialize(pickled)
+
+
+def _simhash_bit_by_bit(weights: Counter[str]) -> int:
+    """The definition: bit i is set when features with bit i of their hash outweigh the rest."""
+    digests = {
+        f: int.from_bytes(hashlib.blake2b(f.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+        for f in weights
+    }
+    total = sum(weights.values())
+    return sum(1 << i for i in range(64) if 2 * sum(w for f, w in weights.items() if digests[f] >> i & 1) > total)
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=12), st.integers(min_value=1, max_value=10_000), max_size=300))
+def test_simhash_matches_its_definition(weights: dict[str, int]) -> None:
+    counts = Counter(weights)
+    assert simhash(counts) == _simhash_bit_by_bit(counts)
