@@ -233,7 +233,7 @@ class Floor:
             "canonical": parsed.canonical,
             "language": parsed.language,
             "link_count": parsed.link_count,
-            "word_count": parsed.word_count,
+            "word_count": crunched["word_count"],
             "simhash": crunched["simhash"],
             "top_words": crunched["top_words"],
         }

@@ -11,7 +11,8 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
+from urllib.request import getproxies_environment, proxy_bypass
 
 import aiohttp
 from botocore.auth import S3SigV4Auth
@@ -72,6 +73,18 @@ class FileBlobStore:
         return path.read_bytes()
 
 
+def environment_proxy(url: str) -> str | None:
+    """The proxy that `HTTP(S)_PROXY` / `NO_PROXY` name for `url`, as botocore would use.
+
+    Looked up once: aiohttp's `trust_env` would look again (and read ~/.netrc in a thread) on
+    every request.
+    """
+    parts = urlsplit(url)
+    if parts.hostname is None or proxy_bypass(parts.hostname):
+        return None
+    return getproxies_environment().get(parts.scheme)
+
+
 class BlobStoreError(Exception):
     """S3 refused or failed a write; transient as far as the job is concerned (it is retried)."""
 
@@ -104,6 +117,7 @@ class S3BlobStore:
         self._bucket_url = ""
         self._region = "us-east-1"
         self._credentials: Any = None
+        self._proxy: str | None = None
 
     async def open(
         self, credentials: Any, *, max_connections: int, connect_timeout: float = 10, read_timeout: float = 60
@@ -129,8 +143,8 @@ class S3BlobStore:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max_connections),
             timeout=aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout),
-            trust_env=True,  # proxies from the environment, as botocore honours them
         )
+        self._proxy = environment_proxy(self._bucket_url)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -149,7 +163,8 @@ class S3BlobStore:
         credentials = await self._credentials.get_frozen_credentials()  # refreshed when they expire
         KnownDigestSigner(credentials, "s3", self._region).add_auth(request)
         try:
-            async with self._session.put(url, data=body, headers=dict(request.headers.items())) as response:
+            headers = dict(request.headers.items())
+            async with self._session.put(url, data=body, headers=headers, proxy=self._proxy) as response:
                 if response.status != 200:
                     detail = (await response.text(errors="replace"))[:300]
                     raise BlobStoreError(f"S3 put of {key} failed: HTTP {response.status}: {detail}")

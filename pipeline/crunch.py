@@ -74,14 +74,14 @@ def simhash(weights: Counter[str]) -> int:
     return result
 
 
-def word_counts(text: str) -> Counter[str]:
-    """Words of two letters or more, lower-cased, stop words left out.
+def word_counts(tokens: Counter[str]) -> Counter[str]:
+    """Words of two letters or more among lower-cased whitespace `tokens`, stop words left out.
 
     Counting whitespace tokens first and cleaning only the distinct ones is several times
     faster than a Unicode-aware regex over the whole text.
     """
     words: Counter[str] = Counter()
-    for token, count in Counter(text.lower().split()).items():
+    for token, count in tokens.items():
         word = token.strip(_PUNCTUATION)
         if len(word) >= 2 and word.isalpha() and word not in _STOPWORDS:
             words[word] += count
@@ -89,9 +89,11 @@ def word_counts(text: str) -> Counter[str]:
 
 
 def fingerprint(text: str) -> dict[str, Any]:
-    """Simhash (as 16 hex digits: MongoDB has no unsigned 64-bit integer) and top words of `text`."""
-    words = word_counts(text)
+    """Word count, simhash (16 hex digits: MongoDB has no unsigned 64-bit integer) and top words."""
+    tokens = Counter(text.lower().split())
+    words = word_counts(tokens)
     return {
+        "word_count": tokens.total(),
         "simhash": f"{simhash(words):016x}",
         "top_words": [[word, count] for word, count in words.most_common(TOP_WORDS)],
     }

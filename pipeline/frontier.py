@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from arq.constants import job_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -148,7 +148,18 @@ if redis.call('HGET', urls, member) == 'q' then
   changed = 1
 end
 local values = redis.call('HMGET', stats, 'pending', 'queued', 'waiting')
-return {changed, tonumber(values[1] or '-1'), tonumber(values[2] or '0'), tonumber(values[3] or '0')}
+local pending, queued, waiting = tonumber(values[1] or '-1'), tonumber(values[2] or '0'), tonumber(values[3] or '0')
+local retired = 0
+if #KEYS > 2 and pending > 0 and waiting == 0 then
+  local job_id = ARGV[6]
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+  redis.call('ZREM', KEYS[7], job_id)
+  if redis.call('ZREM', KEYS[6], job_id) == 1 then
+    queued = redis.call('HINCRBY', stats, 'queued', -1)
+  end
+  retired = 1
+end
+return {changed, pending, queued, waiting, retired}
 """
 
 
@@ -187,6 +198,7 @@ class Settled:
     pending: int
     queued: int
     waiting: int
+    retired: bool = False  # the job left the queue in the same step (see `Frontier.finish`)
 
 
 def job_id(crawl_id: str, kind: Kind, url: str) -> str:
@@ -316,22 +328,46 @@ class Frontier:
         return int(promoted), int(examined)
 
     async def finish(
-        self, crawl_id: str, kind: Kind, url: str, *, stored: bool, fetched: bool, retries: int, unchanged: bool = False
+        self,
+        crawl_id: str,
+        kind: Kind,
+        url: str,
+        *,
+        stored: bool,
+        fetched: bool,
+        retries: int,
+        unchanged: bool = False,
+        retire: str | None = None,
     ) -> Settled:
         """Record a URL's final outcome once.
 
         `fetched` counts child pages that got a final HTTP response (stored, or failed with a status).
+
+        `retire` (the running job's id) also takes the job out of arq's queue in the same step,
+        as arq's `finish_job` would after the function returns, saving that round trip. It is
+        done only when nothing else is left for the job to do: the crawl has other URLs pending
+        (so this job does not complete it) and no backlog to refill. Otherwise the job stays
+        queued until arq finishes it, so a worker dying before the follow-up runs it again.
         """
         urls, stats, _ = self._keys(crawl_id)
         if kind == "page":
             counter = ("unchanged" if unchanged else "stored") if stored else "failed"
         else:
             counter = "lists_done" if stored else "lists_failed"
-        changed, pending, queued, waiting = await self._finish(
-            keys=[urls, stats],
-            args=[_member(kind, url), counter, "s" if stored else "f", int(fetched and kind == "page"), retries],
-        )
-        return Settled(bool(changed), int(pending), int(queued), int(waiting))
+        keys = [urls, stats]
+        state = "s" if stored else "f"
+        args: list[Any] = [_member(kind, url), counter, state, int(fetched and kind == "page"), retries]
+        if retire is not None:
+            keys += [
+                job_key_prefix + retire,
+                retry_key_prefix + retire,
+                in_progress_key_prefix + retire,
+                self.queue_name,
+                abort_jobs_ss,
+            ]
+            args.append(retire)
+        changed, pending, queued, waiting, retired = await self._finish(keys=keys, args=args)
+        return Settled(bool(changed), int(pending), int(queued), int(waiting), bool(retired))
 
     async def counters(self, crawl_id: str) -> dict[str, int]:
         raw: dict[bytes, bytes] = await self.redis.hgetall(self._keys(crawl_id)[1])  # type: ignore[misc]

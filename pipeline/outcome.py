@@ -41,6 +41,9 @@ INFRA_MAX_DELAY_S = 30.0
 ARQ_TRIES_HEADROOM = INFRA_EXTRA_TRIES + 3
 MAX_RETRY_AFTER_S = 3600.0
 SETTLED_CRAWL = "settled_crawl"
+# In ctx on workers that skip arq's `finish_job` for jobs the frontier already took out of the
+# queue: the ids of those jobs, shared by all of the worker's jobs.
+RETIRED_JOBS = "retired_jobs"
 
 
 class PermanentFailure(Exception):
@@ -71,10 +74,14 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Attempt:
     number: int
     max_tries: int
+    # Set when the worker lets the frontier take the job out of the queue as the URL settles
+    # (see `Frontier.finish`); `retired` then tells whether it did.
+    job_id: str | None = None
+    retired: bool = False
 
     @property
     def last(self) -> bool:
@@ -134,8 +141,16 @@ async def finish(
     are parked, this job moves the oldest of them back into the queue.
     """
     settled = await res.frontier.finish(
-        crawl_id, kind, url, stored=stored, fetched=fetched, retries=attempt.number - 1, unchanged=unchanged
+        crawl_id,
+        kind,
+        url,
+        stored=stored,
+        fetched=fetched,
+        retries=attempt.number - 1,
+        unchanged=unchanged,
+        retire=attempt.job_id,
     )
+    attempt.retired = settled.retired
     if settled.waiting > 0:
         options = await res.crawl_options(crawl_id)
         if settled.queued <= options.max_queued // 2:
@@ -173,10 +188,15 @@ async def settle(
 ) -> None:
     """Run `work`, turning every outcome into stored, failed-and-recorded, or `Retry`."""
     res: Resources = ctx["pipeline"]
-    attempt = Attempt(int(ctx.get("job_try", 1)), res.settings.worker.max_tries)
+    retired_jobs: set[str] | None = ctx.get(RETIRED_JOBS)
+    job_id = ctx.get("job_id") if retired_jobs is not None else None
+    attempt = Attempt(int(ctx.get("job_try", 1)), res.settings.worker.max_tries, job_id=job_id)
     try:
         await _attempt(res, crawl_id, kind, url, attempt, work)
-        ctx[SETTLED_CRAWL] = crawl_id  # the job will leave the queue: see `after_job_end`
+        if attempt.retired and retired_jobs is not None and job_id is not None:
+            retired_jobs.add(job_id)  # out of the queue already: the worker skips arq's finish
+        else:
+            ctx[SETTLED_CRAWL] = crawl_id  # the job will leave the queue: see `after_job_end`
     except TRANSIENT as exc:
         # Even recording the outcome failed (database or Redis away): try the whole job again.
         delay = backoff_delay(attempt.number, res.settings.fetch.retry_base_delay, res.settings.fetch.retry_max_delay)

@@ -173,7 +173,7 @@ def page_document(
             canonical=parsed.canonical,
             language=parsed.language,
             link_count=parsed.link_count,
-            word_count=parsed.word_count,
+            word_count=crunched.get("word_count"),
             simhash=crunched.get("simhash"),
             top_words=crunched.get("top_words", []),
         )

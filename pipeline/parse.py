@@ -30,8 +30,7 @@ class ParsedPage:
     base_url: str | None
     links: list[str]
     next_links: list[str]
-    text: str
-    word_count: int
+    text: str  # visible text; the CPU stage counts and fingerprints its words
 
     @property
     def link_count(self) -> int:
@@ -110,5 +109,4 @@ def parse_html(html: str, *, link_selector: str, next_selector: str | None = Non
         links=links,
         next_links=next_links,
         text=text,
-        word_count=len(text.split()),
     )

@@ -34,7 +34,7 @@ from pipeline.crunch import CpuPool
 from pipeline.embedded import resolve_services
 from pipeline.frontier import Departures
 from pipeline.lease import Leases
-from pipeline.outcome import ARQ_TRIES_HEADROOM, SETTLED_CRAWL
+from pipeline.outcome import ARQ_TRIES_HEADROOM, RETIRED_JOBS, SETTLED_CRAWL
 from pipeline.resources import Resources, open_resources
 from pipeline.schedules import CRON_TIMEOUT_S, cron_jobs
 from pipeline.serialization import deserialize, serialize
@@ -218,7 +218,9 @@ class ResilientWorker(Worker):
     """arq's worker with a cheaper claim, made to ride out a Redis restart.
 
     It claims jobs with one script per poll (`pipeline.claim`) instead of arq's transaction
-    per job, and with the lease TTL straight away. When Redis goes away it backs off and polls
+    per job, and with the lease TTL straight away; a job whose URL the frontier settled and took
+    out of the queue in one step (`Frontier.finish`) skips arq's finishing transaction. When
+    Redis goes away it backs off and polls
     again instead of ending: arq's own loop ends on the first connection error in its poll.
     `pipeline worker` runs this class; `arq pipeline.WorkerSettings` runs arq's own, which
     needs a supervisor that restarts it (running jobs are not lost either way: their leases
@@ -230,6 +232,8 @@ class ResilientWorker(Worker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._retired: set[str] = set()
+        self.ctx[RETIRED_JOBS] = self._retired
         settings: Settings | None = self.ctx.get("settings")
         if settings is not None and self.ctx.get("role") != "cpu":
             # Claim with the lease straight away: arq's claim TTL (the longest job timeout plus
@@ -260,6 +264,24 @@ class ResilientWorker(Worker):
             task = self.loop.create_task(self.run_job(claim.job_id, claim.score))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[claim.job_id] = task
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        if job_id in self._retired:
+            self._retired.discard(job_id)
+            if result_data is None:
+                return  # the frontier took the job out of the queue as its URL settled
+        await super().finish_job(
+            job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress
+        )
 
     def _running_here(self, job_id: str) -> bool:
         task = self.tasks.get(job_id)

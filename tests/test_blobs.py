@@ -11,7 +11,7 @@ import aioboto3
 import aiohttp
 import pytest
 
-from pipeline.blobs import BlobStoreError, S3BlobStore
+from pipeline.blobs import BlobStoreError, S3BlobStore, environment_proxy
 from pipeline.services import ServiceProcess, start_s3
 
 REGION = "eu-west-1"
@@ -72,3 +72,14 @@ async def test_badly_signed_put_is_refused_with_a_clear_error(
 ) -> None:
     with pytest.raises(BlobStoreError, match="HTTP 403"):
         await _put_and_read(checking_s3, access_key, "not-the-secret", b"<html></html>")
+
+
+def test_puts_use_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert environment_proxy("https://bucket.s3.eu-west-1.amazonaws.com/") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "minio.internal")
+    assert environment_proxy("https://bucket.s3.eu-west-1.amazonaws.com/") == "http://proxy.test:3128"
+    assert environment_proxy("https://minio.internal/bucket/") is None
+    assert environment_proxy("http://bucket.s3.eu-west-1.amazonaws.com/") is None  # no HTTP_PROXY set

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
 
 from pipeline.settings import Settings
 from pipeline.site import SiteConfig, ThreadedSite, expected_child_paths, flaky_paths, missing_paths
@@ -54,6 +55,18 @@ async def test_paginated_crawl_stores_every_page_once(settings: Settings, s3_cli
     body = await s3_client.get_object(Bucket=settings.s3.bucket, Key=page["blob_key"])  # type: ignore[attr-defined]
     assert len(await body["Body"].read()) == page["length"]
 
+    # Every job left the queue with nothing of it behind (most were taken out by the frontier's
+    # finish script, the last one by arq), and the backpressure count is back to zero.
+    redis = Redis.from_url(settings.redis.url)
+    try:
+        assert await redis.zcard(settings.redis.queue) == 0
+        leftovers = [key async for key in redis.scan_iter(match=f"arq:*:?:{status.crawl_id}:*")]
+        queued = await redis.hget(f"pipeline:crawl:{status.crawl_id}:stats", "queued")
+    finally:
+        await redis.aclose()
+    assert leftovers == []
+    assert queued == b"0"
+
     # No page fetched twice unless a retry needed it (the flaky ones answered 503 first).
     flaky = flaky_paths(config)
     for path, count in hits.items():
@@ -64,8 +77,6 @@ async def test_paginated_crawl_stores_every_page_once(settings: Settings, s3_cli
 async def test_discovery_never_floods_the_queue(settings: Settings) -> None:
     """The 200k-task backlog: a crawl keeps at most `max_queued` jobs in Redis, the rest in MongoDB."""
     import asyncio
-
-    from redis.asyncio import Redis
 
     settings = settings.replace(crawl={"max_queued": 25}, worker={"max_jobs": 10})
     config = SiteConfig(pages=600, per_list_page=200, latency_ms=2, links_per_page=0)
