@@ -134,6 +134,12 @@ class TreeMeter:
         ticks = sum(now - self._base.get(key, 0) for key, now in self._cpu.items())
         return ticks / CLOCK_TICKS
 
+    def root_cpu_seconds(self) -> float:
+        """CPU used since `mark` by the root processes alone (a worker's event-loop process)."""
+        roots = set(self.roots)
+        ticks = sum(now - self._base.get(key, 0) for key, now in self._cpu.items() if key[0] in roots)
+        return ticks / CLOCK_TICKS
+
 
 def _own_ticks() -> int:
     stat = read_stat(os.getpid())

@@ -116,6 +116,8 @@ _COLUMNS = (
     ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
     ("PSS MB", "peak_pss_mb", "{:.0f}"),
     ("services ms/page", "services_cpu_ms_per_page_total", "{:.2f}"),
+    ("machine busy", "machine_busy", "{:.0%}"),
+    ("loop busy", "event_loop_busy", "{:.0%}"),
     ("other load CPU-s", "other_cpu_s", "{:.1f}"),
 )
 

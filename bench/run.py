@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -48,6 +49,8 @@ class Measured:
     runner_cpu_s: float
     counters: ServerCounters
     other_cpu_s: float  # everything else the machine ran meanwhile: noise if large
+    root_cpu_s: float  # the subject's root processes alone: each worker's event loop
+    machine_cpu_s: float  # the whole machine over the window
 
 
 def site_args(workload: Workload) -> list[str]:
@@ -110,6 +113,8 @@ def _crawl_measured(
         runner_cpu_s=sampler.own_cpu_seconds(),
         counters=counters,
         other_cpu_s=max(0.0, sampler.machine_cpu_seconds() - ours),
+        root_cpu_s=subject_meter.root_cpu_seconds(),
+        machine_cpu_s=sampler.machine_cpu_seconds(),
     )
     return outcome, measured
 
@@ -137,6 +142,10 @@ def run_one(subject: Subject, workload: Workload, bench: Bench) -> dict[str, Any
     checked = asyncio.run(verify(target, outcome.crawl_id, expected, workload.max_depth))
     asyncio.run(drop(target))
     return _result(subject, workload, outcome, measured, stats, checked, len(expected))
+
+
+def _share(used: float, available: float) -> float | None:
+    return round(used / available, 3) if available > 0 else None
 
 
 def _per_page(seconds: float, pages: int) -> float | None:
@@ -176,6 +185,10 @@ def _result(
         "services_cpu_ms_per_page_total": round(sum(v for v in services_ms.values() if v), 3),
         "runner_cpu_s": round(measured.runner_cpu_s, 3),
         "other_cpu_s": round(measured.other_cpu_s, 3),
+        # How busy the cores were: near 1.0 the machine, not the subject, is the limit. And the
+        # share of one core each worker's event-loop process used (1.0: that loop is the limit).
+        "machine_busy": _share(measured.machine_cpu_s, (os.cpu_count() or 1) * outcome.wall_observed_s),
+        "event_loop_busy": _share(measured.root_cpu_s, subject.workers * outcome.wall_observed_s),
         "peak_rss_mb": round(measured.peak_rss_mb, 1),
         "peak_pss_mb": round(measured.peak_pss_mb, 1),
         "processes": measured.processes,
