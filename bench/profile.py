@@ -1,10 +1,12 @@
-"""Summarise a py-spy raw profile: `python -m bench.profile FILE [--top N]`.
+"""Summarise a py-spy raw profile: `python -m bench.profile FILE [--top N] [--cpu-ms-per-page X]`.
 
 `python -m bench.run --profile FILE.txt` records the first worker and its pool processes with
 py-spy in raw (collapsed-stack) format. A flame graph shows the shape; this prints the numbers to
-act on: the share of samples per process and thread, per pipeline call site (the deepest
-`pipeline/` or `jobs/` frame, so "where in our code is the time spent, whatever library spends
-it"), per library (inclusive) and per function (self time).
+act on: the share of samples per stage of a page's work (floor and pipeline alike, so their
+profiles compare line by line; with `--cpu-ms-per-page`, in CPU-ms per page), per process and
+thread, per pipeline call site (the deepest `pipeline/` or `jobs/` frame, so "where in our code
+is the time spent, whatever library spends it"), per library (inclusive) and per function (self
+time).
 """
 
 from __future__ import annotations
@@ -20,9 +22,53 @@ _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 _OURS = ("pipeline/", "jobs/")
 
 
+# A sample belongs to the stage of its deepest frame that names one (a Redis call made while
+# settling a page is queue work, an aiohttp call made by the S3 put is S3 work); samples that
+# name none are the event loop's own work and protocol callbacks.
+_STAGES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    # (stage, file prefixes, function prefixes)
+    ("S3 put", ("aiobotocore/", "botocore/", "pipeline/blobs.py"), ("S3BlobStore.",)),
+    ("MongoDB write", ("pymongo/", "bson/", "pipeline/storage.py"), ("BulkWriter.",)),
+    (
+        "queue: claim, run, settle, leases (arq, Redis)",
+        (
+            "arq/",
+            "redis/",
+            "pipeline/claim.py",
+            "pipeline/frontier.py",
+            "pipeline/lease.py",
+            "pipeline/backlog.py",
+            "pipeline/worker.py",
+            "pipeline/outcome.py",
+        ),
+        (),
+    ),
+    ("HTTP GET", ("pipeline/fetch.py", "pipeline/adaptive.py", "pipeline/netguard.py"), ("Floor._get",)),
+    ("parse (selectolax)", ("pipeline/parse.py", "selectolax/"), ()),
+    ("links: resolve, dedup, scope", ("pipeline/urls.py", "pipeline/discover.py"), ("Floor._follow", "Floor._visit")),
+    ("process pool, worker side", ("multiprocessing/", "concurrent/", "threading.py"), ("CpuPool.",)),
+)
+_CRUNCH = ("fingerprint", "simhash", "word_counts")
+STAGE_NAMES = ("fingerprint (pool process)", "pool process: queue, pickling", *(s for s, _, _ in _STAGES))
+LOOP_STAGE = "event loop, aiohttp callbacks, other"
+
+
+def _stage(place: str, frames: list[tuple[str, str]]) -> str:
+    if place.startswith("pool process"):
+        if any(function.startswith(_CRUNCH) for function, _ in frames):
+            return STAGE_NAMES[0]
+        return STAGE_NAMES[1]
+    for function, file in reversed(frames):
+        for stage, files, functions in _STAGES:
+            if file.startswith(files) or function.startswith(functions):
+                return stage
+    return LOOP_STAGE
+
+
 @dataclass
 class Summary:
     total: int = 0
+    stages: Counter[str] = field(default_factory=Counter)
     places: Counter[str] = field(default_factory=Counter)  # process / thread
     sites: Counter[str] = field(default_factory=Counter)  # pipeline call site
     packages: Counter[str] = field(default_factory=Counter)
@@ -64,7 +110,9 @@ def summarise(lines: Sequence[str]) -> Summary:
         processes = [part for part in parts if part.startswith("process ")] or ["?"]
         frames = [_frame(part) for part in parts if not part.startswith(("process ", "thread "))]
         summary.total += count
-        summary.places[_place(processes, frames)] += count
+        place = _place(processes, frames)
+        summary.places[place] += count
+        summary.stages[_stage(place, frames)] += count
         summary.sites[_site(frames)] += count
         for package in {_package(file) for _, file in frames}:
             summary.packages[package] += count
@@ -74,8 +122,12 @@ def summarise(lines: Sequence[str]) -> Summary:
     return summary
 
 
-def render(summary: Summary, top: int) -> str:
-    out = [f"{summary.total} samples"]
+def render(summary: Summary, top: int, cpu_ms_per_page: float | None = None) -> str:
+    out = [f"{summary.total} samples", "", "stage:"]
+    for stage in (*STAGE_NAMES, LOOP_STAGE):
+        share = summary.stages[stage] / max(summary.total, 1)
+        per_page = f"  {share * cpu_ms_per_page:5.2f} ms/page" if cpu_ms_per_page is not None else ""
+        out.append(f"  {100 * share:5.1f}%{per_page}  {stage}")
     for title, counts in (
         ("process and thread", summary.places),
         ("pipeline call site (deepest pipeline/ or jobs/ frame)", summary.sites),
@@ -92,8 +144,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
     parser.add_argument("file", type=Path)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--cpu-ms-per-page", type=float, help="the run's measured CPU per page, to apportion")
     args = parser.parse_args(argv)
-    print(render(summarise(args.file.read_text().splitlines()), args.top))
+    print(render(summarise(args.file.read_text().splitlines()), args.top, args.cpu_ms_per_page))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ FIELDS = {
     "site_mean_in_flight",
     "in_flight_estimate",
     "configured_concurrency",
+    "machine_busy",
+    "event_loop_busy",
     "machine",
     "versions",
 }
@@ -62,6 +64,32 @@ def test_smoke_workload_runs_and_verifies(tmp_path: Path) -> None:
         assert line["site_duplicates"] == 0
         assert line["pipeline_cpu_s"] > 0 and line["peak_rss_mb"] > 0
         assert set(line["services_cpu_s"]) == {"redis", "mongo", "s3", "site"}
+        assert 0 < line["event_loop_busy"] <= 1.05 and 0 < line["machine_busy"] <= 1.05
     pipeline = lines[-1]
     assert pipeline["cpu_ratio_to_floor"] is not None
     assert pipeline["crawl_counters"]["stored"] == 200
+
+
+def test_profile_samples_go_to_the_stage_of_their_deepest_named_frame() -> None:
+    from bench.profile import LOOP_STAGE, summarise
+
+    worker = 'process 1:"python -m bench.worker";run (uvloop/__init__.py:92);run_job (arq/worker.py:595)'
+    page = f"{worker};fetch_and_store (pipeline/pages.py:104)"
+    pool = 'process 2:"python -B -c from multiprocessing.forkserver import main";worker (x.py:1)'
+    lines = [
+        # Redis called while settling a page: queue work, though the job runs inside arq.
+        f"{worker};settle (pipeline/outcome.py:182);finish (pipeline/frontier.py:330);execute (redis/client.py:1) 3",
+        # aiohttp called by the S3 put is S3 work; called by the fetcher, the GET's.
+        f"{page};S3BlobStore.put (pipeline/blobs.py:150);_request (aiohttp/client.py:900) 2",
+        f"{page};Fetcher._exchange (pipeline/fetch.py:90);_request (aiohttp/client.py:900) 1",
+        'process 1:"python -m bench.worker";run (uvloop/__init__.py:92) 4',
+        f"{pool};simhash (pipeline/crunch.py:60) 5",
+    ]
+    stages = summarise(lines).stages
+    assert stages == {
+        "queue: claim, run, settle, leases (arq, Redis)": 3,
+        "S3 put": 2,
+        "HTTP GET": 1,
+        LOOP_STAGE: 4,
+        "fingerprint (pool process)": 5,
+    }
