@@ -102,7 +102,7 @@ class S3BlobStore:
 
     Reads and the bucket check go through the worker's aioboto3 client. Puts, one per page, are
     the same request on the wire as `put_object`, but signed here with botocore's SigV4 signer
-    and the client's own credentials, and sent on a session of their own: botocore's per-call
+    and the aioboto3 session's credentials, and sent on a session of their own: botocore's per-call
     machinery (endpoint rules, event hooks, request building, response parsing) costs more CPU
     than the rest of the put together, ~0.8 ms a put. The payload hash that is signed is the
     body's sha256, the one its key is made from, so S3 itself checks every body it stores.

@@ -139,6 +139,11 @@ async def in_process_worker(settings: Settings) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        # Jobs claimed as the block ended (a completion job, say) get the usual grace to finish.
+        worker.allow_pick_jobs = False
+        running = [job for job in worker.tasks.values() if not job.done()]
+        if running:
+            await asyncio.wait(running, timeout=settings.worker.shutdown_grace)
         await worker.close()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -283,6 +283,17 @@ class ResilientWorker(Worker):
             job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress
         )
 
+    async def close(self) -> None:
+        # arq's close cancels the running jobs, then gathers them without `return_exceptions`:
+        # one job still running makes close raise CancelledError before `on_shutdown` has
+        # closed anything. Cancelled here first, the jobs run again once their leases lapse.
+        running = list(self.tasks.values())
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        self.tasks.clear()
+        await super().close()
+
     def _running_here(self, job_id: str) -> bool:
         task = self.tasks.get(job_id)
         return task is not None and not task.done()

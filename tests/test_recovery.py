@@ -195,3 +195,34 @@ async def test_claim_orphaned_before_its_lease_runs_again_soon(settings: Setting
         await run_burst_worker(settings, timeout=30)  # without the lease it would wait ~5 min
         status = await pipeline.status(crawl_id)
     assert status.done and status.stored == 1
+
+
+@pytest.mark.parametrize("moment", ["just claimed", "running"])
+async def test_closing_a_worker_with_a_job_in_hand_shuts_it_down_cleanly(settings: Settings, moment: str) -> None:
+    """A job cancelled before arq's `run_job` reaches its function makes arq's own close raise
+    CancelledError, before its `on_shutdown` has closed anything."""
+    from arq import create_pool
+
+    from pipeline.connections import arq_redis_settings
+    from pipeline.serialization import deserialize, serialize
+    from pipeline.worker import build_worker
+
+    settings = settings.replace(worker={"functions": ["tests.completion_jobs:wait_forever"]})
+    queue = await create_pool(arq_redis_settings(settings), job_serializer=serialize, job_deserializer=deserialize)
+    worker = build_worker(settings, handle_signals=False)
+    run = asyncio.create_task(worker.async_run())
+    try:
+        job = await queue.enqueue_job("wait_forever", _queue_name=settings.redis.queue)
+        assert job is not None
+        async with asyncio.timeout(20):
+            while not worker.tasks:
+                await asyncio.sleep(0)  # close the moment the claim is made: run_job is reading the job
+            if moment == "running":
+                while not await queue.exists(f"test:started:{job.job_id}"):
+                    await asyncio.sleep(0.02)
+        await worker.close()
+        assert "pipeline" not in worker.ctx  # on_shutdown ran and released the resources
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await queue.aclose()
