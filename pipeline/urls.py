@@ -71,11 +71,9 @@ class LinkResolver:
 
     def resolve(self, href: str, base: str) -> str:
         """What `normalise_url(href, base)` returns (or raises), for a normalised `base`."""
-        if href.startswith(("http://", "https://", "HTTP://", "HTTPS://")):
-            key = ("", href)
-        elif href.startswith("/") and not href.startswith("//"):
-            key = (_origin(base), href)
-        else:
+        href = href.strip()  # as normalise_url does, before deciding what the result depends on
+        key = _reusable_key(href, base)
+        if key is None:
             return normalise_url(href, base)
         known = self._known.get(key)
         if known is not None:
@@ -91,6 +89,26 @@ class LinkResolver:
         if isinstance(known, InvalidURL):
             raise InvalidURL(str(known))
         return known
+
+
+def _reusable_key(href: str, base: str) -> tuple[str, str] | None:
+    """The part of `base` that `href` resolves against, with `href`; None if that is all of it.
+
+    An absolute link needs only the base's scheme, a root-relative one its origin. Not reused:
+    links with tabs or newlines, which urllib drops before parsing (a tab between two slashes
+    makes a root-relative link host-relative), and "http://" links with no host, which urllib
+    resolves against a base of the same scheme.
+    """
+    if "\t" in href or "\n" in href or "\r" in href:
+        return None
+    if href.startswith(("http://", "https://", "HTTP://", "HTTPS://")):
+        after = href[href.index("//") + 2 : href.index("//") + 3]
+        # urljoin treats an absolute link of the base's own scheme slightly differently (it
+        # drops an empty ";" parameter), so the base's scheme is part of the key.
+        return (base[: base.find(":")], href) if after and after not in "/?#" else None
+    if href.startswith("/") and not href.startswith("//"):
+        return (_origin(base), href)
+    return None
 
 
 def _origin(url: str) -> str:

@@ -220,11 +220,10 @@ class ResilientWorker(Worker):
     It claims jobs with one script per poll (`pipeline.claim`) instead of arq's transaction
     per job, and with the lease TTL straight away; a job whose URL the frontier settled and took
     out of the queue in one step (`Frontier.finish`) skips arq's finishing transaction. When
-    Redis goes away it backs off and polls
-    again instead of ending: arq's own loop ends on the first connection error in its poll.
-    `pipeline worker` runs this class; `arq pipeline.WorkerSettings` runs arq's own, which
-    needs a supervisor that restarts it (running jobs are not lost either way: their leases
-    lapse and another worker runs them).
+    Redis goes away it backs off and polls again instead of ending: arq's own loop ends on the
+    first connection error in its poll. `pipeline worker` runs this class;
+    `arq pipeline.WorkerSettings` runs arq's own, which needs a supervisor that restarts it
+    (running jobs are not lost either way: their leases lapse and another worker runs them).
     """
 
     _redis_failures = 0

@@ -87,14 +87,34 @@ _hrefs = st.one_of(
     st.builds(lambda h, p: f"https://{h}/{p}", _hosts, _paths),
     st.builds(lambda p: "//" + p, _paths),
     _paths,
-    st.sampled_from(["mailto:a@b.c", "http://", "javascript:x", "HTTP://A.test/x#f", "/a#b", "https://h:99999/"]),
+    st.sampled_from(
+        [
+            "mailto:a@b.c",
+            "http://",
+            "https://",
+            "http:///x",
+            "http://?q",
+            "http:x",
+            "/\t/x",
+            "http://\n/x",
+            "javascript:x",
+            "HTTP://A.test/x#f",
+            "/a#b",
+            "https://h:99999/",
+            "https://h.test/a;",
+            "http:// ",
+            " /x ",
+            "/x;",
+        ]
+    ),
 )
 _bases = st.builds(
-    lambda scheme, host, port, path: f"{scheme}://{host}{port}/{path}",
+    lambda scheme, host, port, path, params: f"{scheme}://{host}{port}/{path}{params}",
     st.sampled_from(["http", "https"]),
     st.sampled_from(["a.test", "b.test", "u:pw@a.test"]),
     st.sampled_from(["", ":8080"]),
     _paths,
+    st.sampled_from(["", ";x", "?q=1"]),
 )
 
 
