@@ -20,6 +20,36 @@ from typing import Any
 READY = "ready"
 
 
+class GcMeter:
+    """Time the worker process spends in the garbage collector, per generation, from `start`."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._began = 0.0
+
+    def start(self) -> None:
+        import gc
+
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        import time
+
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        generation = info["generation"]
+        self.collections[generation] += 1
+        self.seconds[generation] += time.perf_counter() - self._began
+
+    def report(self) -> str:
+        runs = ", ".join(
+            f"gen{g} {n} in {s:.3f}s" for g, (n, s) in enumerate(zip(self.collections, self.seconds, strict=True))
+        )
+        return f"garbage collection since ready: {runs}"
+
+
 async def _warm_pool(ctx: dict[str, Any]) -> None:
     """Start every CPU-pool process (they are spawned on demand) with one small task each."""
     from pipeline.crunch import fingerprint
@@ -36,11 +66,13 @@ async def _run() -> None:
     worker = build_worker(load_settings())
     # Wrap whatever start-up hook the worker has, so this keeps up with changes to it.
     original = worker.on_startup
+    gc_meter = GcMeter()
 
     async def startup(ctx: dict[str, Any]) -> None:
         if original is not None:
             await original(ctx)
         await _warm_pool(ctx)
+        gc_meter.start()
         print(READY, flush=True)
 
     worker.on_startup = startup
@@ -50,6 +82,7 @@ async def _run() -> None:
         pass  # SIGTERM: arq cancels its main task, then close() runs the shutdown hooks
     finally:
         await worker.close()
+        logging.getLogger("bench.worker").warning(gc_meter.report())
 
 
 def main() -> None:
