@@ -9,9 +9,6 @@ stats requests are answered before the site's own bookkeeping, so reading them c
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -21,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from pipeline.loopback import serve_from_command_line
 from pipeline.site import DemoSite, SiteConfig
 
 STATS_PATH = "/_stats"
@@ -81,32 +79,19 @@ class StatsSite(DemoSite):
         }
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.site", description="Serve the demo site with /_stats.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed on the first line)")
-    for name, default in vars(SiteConfig()).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
-    return parser
-
-
-async def _serve(config: SiteConfig, host: str, port: int) -> None:
-    site = StatsSite(config)
-    url = await site.start(host, port)
-    print(json.dumps({"url": url}), flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await site.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     import uvloop
 
-    args = _parser().parse_args(argv)
-    fields = {k: v for k, v in vars(args).items() if k not in ("host", "port")}
-    with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_serve(SiteConfig(**fields), args.host, args.port))
+    serve_from_command_line(
+        argv,
+        prog="python -m bench.site",
+        description="Serve the demo site with /_stats.",
+        config_type=SiteConfig,
+        make_site=StatsSite,
+        announce=lambda _site, url: json.dumps({"url": url}),  # the runner reads the URL from it
+        default_port=0,
+        run=uvloop.run,
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ module again as `__mp_main__`, and they should stay as small as under `pipeline 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
+import time
 from typing import Any
 
 READY = "ready"
@@ -29,13 +31,9 @@ class GcMeter:
         self._began = 0.0
 
     def start(self) -> None:
-        import gc
-
         gc.callbacks.append(self._callback)
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
-        import time
-
         if phase == "start":
             self._began = time.perf_counter()
             return

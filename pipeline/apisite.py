@@ -18,7 +18,6 @@ request, missing ones are listed but answer 404 (deleted between listing and fet
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -32,7 +31,7 @@ from typing import Any, Literal
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from pipeline.loopback import LoopbackSite, ThreadedServer
+from pipeline.loopback import LoopbackSite, ThreadedServer, serve_from_command_line
 
 JSON = "application/json"
 LIST_PATH = "/api/items"
@@ -320,37 +319,19 @@ class ThreadedApiSite(ThreadedServer[ApiSite]):
         return self.site.list_url
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.apisite",
-        description="Serve the synthetic paginated JSON API until interrupted.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
-    # One option per ApiSiteConfig field, so the command line cannot drift from the config.
-    for name, default in vars(ApiSiteConfig()).items():
-        parser.add_argument(
-            "--" + name.replace("_", "-"), type=type(default), default=default, help=f"default: {default}"
-        )
-    return parser
-
-
-async def _serve_forever(config: ApiSiteConfig, host: str, port: int) -> None:
-    site = ApiSite(config)
-    await site.start(host, port)
-    print(f"Serving {config.objects} objects on {config.pages} pages at {site.list_url}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await site.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point: serve the API until interrupted."""
-    args = _parser().parse_args(argv)
-    fields = {k: v for k, v in vars(args).items() if k not in ("host", "port")}
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(ApiSiteConfig(**fields), args.host, args.port))
+    serve_from_command_line(
+        argv,
+        prog="python -m pipeline.apisite",
+        description="Serve the synthetic paginated JSON API until interrupted.",
+        config_type=ApiSiteConfig,
+        make_site=ApiSite,
+        announce=lambda site, url: (
+            f"Serving {site.config.objects} objects on {site.config.pages} pages at {site.list_url}"
+        ),
+        default_port=8081,
+    )
 
 
 if __name__ == "__main__":

@@ -122,10 +122,7 @@ class S3BlobStore:
     async def open(
         self, credentials: Any, *, max_connections: int, connect_timeout: float = 10, read_timeout: float = 60
     ) -> None:
-        """Check the bucket and prepare signed puts with `credentials` (the aioboto3 session's).
-
-        Until this is called, and after `close`, puts go through the client's `put_object`.
-        """
+        """Check the bucket and prepare signed puts with `credentials` (the aioboto3 session's)."""
         if credentials is None:
             raise BlobStoreError("no S3 credentials found (AWS_ACCESS_KEY_ID, a profile or an instance role)")
         await self.ensure_bucket()
@@ -155,8 +152,7 @@ class S3BlobStore:
         key = blob_key(self.prefix, sha256)
         content_type = content_type or "application/octet-stream"
         if self._session is None:
-            await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
-            return key
+            raise RuntimeError("S3BlobStore.put before open() or after close()")
         url = self._bucket_url + quote(key, safe="/~")
         request = AWSRequest(method="PUT", url=url, data=body, headers={"Content-Type": content_type})
         request.context["sha256"] = sha256

@@ -8,11 +8,14 @@ without having a loop of their own.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import threading
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from aiohttp import web
 
@@ -119,3 +122,45 @@ class ThreadedServer(Generic[S]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+C = TypeVar("C")
+
+
+def serve_from_command_line(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str,
+    config_type: Callable[..., C],
+    make_site: Callable[[C], S],
+    announce: Callable[[S, str], str],
+    default_port: int,
+    run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run,
+) -> None:
+    """`python -m <prog>`: serve a site built from its config until interrupted.
+
+    There is one option per field of `config_type` (a dataclass with defaults), so the command
+    line cannot drift from the config; `announce(site, url)` is the line printed once it listens.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=default_port, help="0: any free port")
+    for name, default in vars(config_type()).items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default, help=f"default: {default}"
+        )
+    args = parser.parse_args(argv)
+    fields = {k: v for k, v in vars(args).items() if k not in ("host", "port")}
+    site = make_site(config_type(**fields))
+
+    async def serve() -> None:
+        url = await site.start(args.host, args.port)
+        print(announce(site, url), flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await site.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(serve())

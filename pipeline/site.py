@@ -13,9 +13,7 @@ bomb, a connection reset, a Latin-1 page and arbitrary status codes.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import hashlib
 import math
 import random
@@ -31,7 +29,7 @@ from typing import NamedTuple
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from pipeline.loopback import LoopbackSite, ThreadedServer
+from pipeline.loopback import LoopbackSite, ThreadedServer, serve_from_command_line
 
 HTML = "text/html; charset=utf-8"
 #: Appears only inside <script>, <style> and comments, so must never reach extracted text.
@@ -391,37 +389,17 @@ class ThreadedSite(ThreadedServer[DemoSite]):
         super().__init__(DemoSite(config), host, port)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.site",
-        description="Serve the synthetic demo site until interrupted.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    # One option per SiteConfig field, so the command line cannot drift from the config.
-    for name, default in vars(SiteConfig()).items():
-        parser.add_argument(
-            "--" + name.replace("_", "-"), type=type(default), default=default, help=f"default: {default}"
-        )
-    return parser
-
-
-async def _serve_forever(config: SiteConfig, host: str, port: int) -> None:
-    site = DemoSite(config)
-    url = await site.start(host, port)
-    print(f"Serving {config.pages} pages at {url}/list", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await site.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point: serve the site until interrupted."""
-    args = _parser().parse_args(argv)
-    fields = {k: v for k, v in vars(args).items() if k not in ("host", "port")}
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(SiteConfig(**fields), args.host, args.port))
+    serve_from_command_line(
+        argv,
+        prog="python -m pipeline.site",
+        description="Serve the synthetic demo site until interrupted.",
+        config_type=SiteConfig,
+        make_site=DemoSite,
+        announce=lambda site, url: f"Serving {site.config.pages} pages at {url}/list",
+        default_port=8080,
+    )
 
 
 if __name__ == "__main__":
