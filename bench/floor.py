@@ -3,10 +3,11 @@
 `python -m bench.floor ...` (normally started by `bench.run`) crawls the same site into the same
 services doing what a pipeline worker does for each page, with the same libraries and nothing
 else: an aiohttp GET on one session, `pipeline.parse` (selectolax), links resolved by
-`pipeline.urls.LinkResolver`, `pipeline.crunch.fingerprint` in a forkserver process pool, one
+`pipeline.urls.LinkResolver`, `pipeline.crunch.fingerprint` in the pipeline's process pool, one
 put per page through `pipeline.blobs.S3BlobStore` (a SigV4-signed PUT with the aioboto3 client's
-credentials), and a MongoDB upsert, either one per page (`--writes single`) or in bulk batches
-(`--writes bulk`). No Redis, no arq, no retries, no leases. What the pipeline spends above this
+credentials), and a MongoDB upsert. `--writes single` does each page's upsert and pool call on
+its own; `--writes bulk` batches both as the pipeline does (`bulk_write`s, and pool calls sent
+together as `[cpu]`'s defaults say). No Redis, no arq, no retries, no leases. What the pipeline spends above this
 is the price of its queue and its guarantees; the floor is what an ideal pipeline on these parts
 would still spend.
 
@@ -37,11 +38,10 @@ from pipeline.parse import ParsedPage, decode_html, parse_html
 from pipeline.urls import InvalidURL, LinkResolver, url_host
 
 if TYPE_CHECKING:
-    from concurrent.futures import ProcessPoolExecutor
-
     import aiohttp
 
     from pipeline.blobs import S3BlobStore
+    from pipeline.cpupool import CpuPool
 
 READY = "ready"
 
@@ -111,7 +111,7 @@ class Floor:
         self.session = session
         self.pages = pages
         self.s3 = s3
-        self.pool: ProcessPoolExecutor | None = None
+        self.pool: CpuPool | None = None
         self.counts = Counts()
         self._host = url_host(options.start_url)
         self._links = LinkResolver()  # as a pipeline worker resolves links
@@ -185,8 +185,8 @@ class Floor:
         parsed = parse_html(decode_html(body, charset), link_selector=self.options.link_selector)
         sha256 = hashlib.sha256(body).hexdigest()
         put = self.s3.put(sha256, body, "text/html")
-        loop = asyncio.get_running_loop()
-        key, crunched = await asyncio.gather(put, loop.run_in_executor(self.pool, fingerprint, parsed.text))
+        assert self.pool is not None
+        key, crunched = await asyncio.gather(put, self.pool.run(fingerprint, parsed.text))
         document = self._document(url, depth, body, sha256, key, parsed, crunched, fetch_ms, charset)
         if self._bulk is not None:
             self._bulk.add(url, document)
@@ -241,15 +241,14 @@ class Floor:
 
 async def _open(options: FloorOptions, stack: AsyncExitStack) -> Floor:
     """One session, one MongoDB client, one S3 client, one pool: as a pipeline worker holds them."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     import aioboto3
     import aiohttp
     from aiobotocore.config import AioConfig
     from pymongo import ASCENDING, AsyncMongoClient
 
     from pipeline.blobs import S3BlobStore
+    from pipeline.cpupool import CpuPool
+    from pipeline.settings import CpuSettings
 
     connector = aiohttp.TCPConnector(limit=options.concurrency, limit_per_host=options.concurrency)
     session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
@@ -271,10 +270,16 @@ async def _open(options: FloorOptions, stack: AsyncExitStack) -> Floor:
     await s3.open(await boto.get_credentials(), max_connections=options.s3_pool)
     stack.push_async_callback(s3.close)
     floor = Floor(options, session, pages, s3)
-    pool = ProcessPoolExecutor(options.processes, mp_context=multiprocessing.get_context("forkserver"))
-    stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-    loop = asyncio.get_running_loop()
-    await asyncio.gather(*(loop.run_in_executor(pool, fingerprint, "warm up") for _ in range(options.processes)))
+    batching = CpuSettings() if options.writes == "bulk" else CpuSettings(batch_delay_ms=0.0, batch_size=1)
+    pool = CpuPool(
+        options.processes,
+        max_in_flight=options.concurrency,
+        timeout=60.0,
+        batch_delay=batching.batch_delay_ms / 1000,
+        batch_size=batching.batch_size,
+    )
+    stack.callback(pool.close)
+    await pool.start_processes()
     floor.pool = pool
     return floor
 

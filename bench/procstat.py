@@ -112,6 +112,9 @@ class TreeMeter:
     peak_rss_bytes: int = 0
     peak_pss_bytes: int = 0
     peak_processes: int = 0
+    last_rss_bytes: int = 0
+    start_rss_bytes: int = 0  # all the trees' RSS when the window opened: what start-up left
+    peak_root_rss_bytes: int = 0  # the roots alone (the workers' own processes, without their pools)
     _cpu: dict[tuple[int, int], int] = field(default_factory=dict)
     _base: dict[tuple[int, int], int] = field(default_factory=dict)
 
@@ -119,7 +122,12 @@ class TreeMeter:
         members = descendants(self.roots, stats)
         for stat in members:
             self._cpu[(stat.pid, stat.start)] = stat.cpu_ticks
-        self.peak_rss_bytes = max(self.peak_rss_bytes, sum(stat.rss_bytes for stat in members))
+        self.last_rss_bytes = sum(stat.rss_bytes for stat in members)
+        self.peak_rss_bytes = max(self.peak_rss_bytes, self.last_rss_bytes)
+        roots = set(self.roots)
+        self.peak_root_rss_bytes = max(
+            self.peak_root_rss_bytes, sum(stat.rss_bytes for stat in members if stat.pid in roots)
+        )
         self.peak_processes = max(self.peak_processes, len(members))
         if self.memory:
             self.peak_pss_bytes = max(self.peak_pss_bytes, sum(pss_bytes(stat.pid) for stat in members))
@@ -127,7 +135,8 @@ class TreeMeter:
     def mark(self) -> None:
         """Start a new window: CPU counts from here, peaks restart."""
         self._base = dict(self._cpu)
-        self.peak_rss_bytes = self.peak_pss_bytes = self.peak_processes = 0
+        self.start_rss_bytes = self.last_rss_bytes
+        self.peak_rss_bytes = self.peak_pss_bytes = self.peak_processes = self.peak_root_rss_bytes = 0
 
     def cpu_seconds(self) -> float:
         """CPU used since `mark` by every process seen in the trees, exited ones included."""

@@ -44,6 +44,8 @@ class Measured:
     cpu_s: float
     peak_rss_mb: float
     peak_pss_mb: float
+    start_rss_mb: float
+    peak_loop_rss_mb: float
     processes: int
     services_cpu_s: dict[str, float]
     runner_cpu_s: float
@@ -92,7 +94,7 @@ def _crawl_measured(
             counters.start()
             sampler.mark()
             if bench.profile is not None:
-                path = bench.profile.path_for(workload.name, subject.name, subject.workers)
+                path = bench.profile.path_for(workload.name, subject.slug, subject.workers)
                 profilers.append(Profiler(children[0].pid, path, bench.profile.options))
 
         try:
@@ -108,6 +110,8 @@ def _crawl_measured(
         cpu_s=subject_meter.cpu_seconds(),
         peak_rss_mb=subject_meter.peak_rss_bytes / MB,
         peak_pss_mb=subject_meter.peak_pss_bytes / MB,
+        start_rss_mb=subject_meter.start_rss_bytes / MB,
+        peak_loop_rss_mb=subject_meter.peak_root_rss_bytes / MB,
         processes=subject_meter.peak_processes,
         services_cpu_s={name: meters[name].cpu_seconds() for name in SERVICE_NAMES},
         runner_cpu_s=sampler.own_cpu_seconds(),
@@ -122,7 +126,7 @@ def _crawl_measured(
 def run_one(subject: Subject, workload: Workload, bench: Bench) -> dict[str, Any]:
     """One crawl of a fresh site by one subject, measured and verified; returns its result line."""
     services = bench.services
-    tag = f"{workload.name}-{subject.name}-{subject.workers}-{uuid.uuid4().hex[:6]}"
+    tag = f"{workload.name}-{subject.slug}-{subject.workers}-{uuid.uuid4().hex[:6]}"
     run_logs = bench.logs / tag
     run_logs.mkdir(parents=True)
     target = Target(services.mongo.url, "bench_" + tag.replace("-", "_"), services.s3.url, "bench-" + tag)
@@ -191,6 +195,10 @@ def _result(
         "event_loop_busy": _share(measured.root_cpu_s, subject.workers * outcome.wall_observed_s),
         "peak_rss_mb": round(measured.peak_rss_mb, 1),
         "peak_pss_mb": round(measured.peak_pss_mb, 1),
+        # RSS when the crawl began (what start-up left), and the peak of the event-loop processes
+        # alone: the rest of the peak is pool, fork server and resource tracker.
+        "start_rss_mb": round(measured.start_rss_mb, 1),
+        "peak_loop_rss_mb": round(measured.peak_loop_rss_mb, 1),
         "processes": measured.processes,
         "site_requests": stats["requests"],
         "expected_requests": workload.expected_requests(),
@@ -202,11 +210,13 @@ def _result(
         "configured_concurrency": workload.concurrency,
         "configured_concurrency_total": total_concurrency,
         "latency_ms": workload.site.latency_ms,
-        # What concurrency alone allows, and what sequential pagination alone allows.
+        # What concurrency alone allows, and what pagination alone forces: list pages fetched one
+        # after another before the last is known, then at least one more round for its children.
         "expected_wall_s": round(expected_pages * workload.median_latency_s() / total_concurrency, 3),
-        "list_chain_s": None
+        "list_hops": None if workload.walks_graph else workload.site.list_hops,
+        "list_hops_s": None
         if workload.walks_graph
-        else round(workload.site.list_pages * workload.mean_latency_s(), 3),
+        else round((workload.site.list_hops + 1) * workload.mean_latency_s(), 3),
         **measured.counters.per_page(pages),
         "retries": outcome.retries,
         "failed": outcome.failed,
@@ -214,7 +224,7 @@ def _result(
         "problems": _problems(checked, stats, outcome, workload),
         "crawl_id": outcome.crawl_id,
         "crawl_counters": outcome.extra.get("crawl_counters"),
-        "settings": dict(workload.settings),
+        "settings": dict((*workload.settings, *subject.settings)),
         "source": source(),
         "machine": machine(),
         "versions": versions(),
@@ -240,9 +250,12 @@ def _with_ratios(result: dict[str, Any], floors: dict[str, dict[str, Any]]) -> d
     return result
 
 
-def _subjects(workers: Sequence[int], floors: Sequence[str]) -> list[Subject]:
+def _subjects(
+    workers: Sequence[int], floors: Sequence[str], variants: Sequence[tuple[tuple[str, str], ...]] = ()
+) -> list[Subject]:
     subjects: list[Subject] = [FloorSubject(writes) for writes in floors]
     subjects += [PipelineSubject(count) for count in workers]
+    subjects += [PipelineSubject(count, variant) for variant in variants for count in workers]
     return subjects
 
 
@@ -302,6 +315,10 @@ def _setting(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _variant(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple(_setting(part) for part in text.split(",") if part.strip())
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=(*WORKLOADS, "all"), default="fan-out", help="all: " + ", ".join(ALL))
@@ -316,6 +333,14 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="SECTION.KEY=VALUE",
         help="a worker setting, repeatable: --set storage.batch_delay_ms=50 (the floor ignores it)",
+    )
+    parser.add_argument(
+        "--variant",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE[,...]",
+        help="also run the pipeline with these settings, in the same invocation: --variant cpu.batch_delay_ms=0",
     )
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     parser.add_argument(
@@ -350,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for workload in workloads:
             for _ in range(max(1, args.repeat)):
-                subjects = _subjects(args.workers, args.floor)
+                subjects = _subjects(args.workers, args.floor, args.variant)
                 results += run_workload(workload, subjects, bench)
     finally:
         services.stop()

@@ -7,9 +7,10 @@ runner's CPU window opens (`mark`) only when everything is up, so start-up is ne
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +50,8 @@ class RunPlaces:
 class Subject(Protocol):
     name: str
     workers: int
+    slug: str  # the name, fit for database, bucket and file names
+    settings: tuple[tuple[str, str], ...]  # worker settings of this subject on top of the workload's
 
     def start(self, workload: Workload, places: RunPlaces) -> list[Child]: ...
 
@@ -57,10 +60,11 @@ class Subject(Protocol):
     ) -> Outcome: ...
 
 
-def _worker_env(workload: Workload, places: RunPlaces) -> dict[str, str]:
+def _worker_env(workload: Workload, places: RunPlaces, extra: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
     """The configuration of every worker, as `PIPELINE_*` variables over an empty config file.
 
-    The workload's own `settings` (from `--set`) come last, so they can override anything here.
+    The workload's own `settings` (from `--set`) come last, then the subject's `extra` ones (a
+    `--variant`), so they can override anything here.
     """
     config = places.logs / "empty-config.toml"
     config.write_text("# The benchmark configures workers through PIPELINE_* variables only.\n")
@@ -84,7 +88,7 @@ def _worker_env(workload: Workload, places: RunPlaces) -> dict[str, str]:
         # adaptive per-host limit would start at a handful and grow by one per round trip.
         # `--set fetch.adaptive=true` measures it instead.
         variables["PIPELINE_FETCH_ADAPTIVE"] = "false"
-    for key, value in workload.settings:
+    for key, value in (*workload.settings, *extra):
         variables["PIPELINE_" + key.replace(".", "_").upper()] = value
     return child_env(variables)
 
@@ -106,10 +110,17 @@ class PipelineSubject:
     """`workers` pipeline worker processes (`bench.worker`), fed by a crawl started with the Python API."""
 
     workers: int
-    name: str = "pipeline"
+    settings: tuple[tuple[str, str], ...] = ()  # a variant's settings (`--variant`)
+    name: str = field(init=False)
+    slug: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        variant = ",".join(f"{key}={value}" for key, value in self.settings)
+        self.name = f"pipeline [{variant}]" if variant else "pipeline"
+        self.slug = "pipeline-" + hashlib.sha1(variant.encode()).hexdigest()[:6] if variant else "pipeline"
 
     def start(self, workload: Workload, places: RunPlaces) -> list[Child]:
-        env = _worker_env(workload, places)
+        env = _worker_env(workload, places, self.settings)
         children = [
             Child(f"worker-{i}", python_module("bench.worker"), env, places.logs / f"worker-{i}.log")
             for i in range(self.workers)
@@ -132,7 +143,10 @@ class PipelineSubject:
             mark()
             started = time.perf_counter()
             crawl_id = await pipeline.crawl(
-                places.start_url, max_depth=workload.max_depth, link_selector=workload.link_selector
+                places.start_url,
+                max_depth=workload.max_depth,
+                link_selector=workload.link_selector,
+                next_selector=workload.next_selector,
             )
             status = await pipeline.wait(crawl_id, timeout=CRAWL_TIMEOUT, poll_interval=WAIT_POLL_S)
             observed = time.perf_counter() - started
@@ -153,10 +167,12 @@ class FloorSubject:
 
     writes: str
     workers: int = 1
+    settings: tuple[tuple[str, str], ...] = field(init=False, default=())
     name: str = field(init=False)
+    slug: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.name = f"floor-{self.writes}"
+        self.name = self.slug = f"floor-{self.writes}"
 
     def start(self, workload: Workload, places: RunPlaces) -> list[Child]:
         argv = python_module(
@@ -173,6 +189,8 @@ class FloorSubject:
         )  # fmt: skip
         if workload.link_selector:
             argv += ["--link-selector", workload.link_selector]
+        if workload.next_selector:
+            argv += ["--next-selector", workload.next_selector]
         child = Child(self.name, argv, child_env({}), places.logs / f"{self.name}.log")
         start_ready([child], READY)
         return [child]

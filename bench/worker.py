@@ -49,12 +49,10 @@ class GcMeter:
 
 
 async def _warm_pool(ctx: dict[str, Any]) -> None:
-    """Start every CPU-pool process (they are spawned on demand) with one small task each."""
-    from pipeline.crunch import fingerprint
-
+    """Start every CPU-pool process before the clock starts (they are spawned on demand)."""
     cpu = getattr(ctx.get("pipeline"), "cpu", None)
     if cpu is not None:
-        await asyncio.gather(*(cpu.run(fingerprint, "warm up the pool") for _ in range(cpu.processes)))
+        await cpu.start_processes()
 
 
 async def _run() -> None:

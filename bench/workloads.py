@@ -16,6 +16,8 @@ from pipeline.site import SiteConfig, child_links, expected_child_paths
 #: Child links only: on a child page they sit in <ul class=related>, and the nav link to /list is
 #: left out, so a link-heavy crawl walks the page graph and nothing else.
 RELATED_LINKS = "ul.related a[href]"
+#: List pages behind a numbered pager as well as rel=next, as most listing sites paginate.
+PAGER_LINKS = "a[rel=next], nav.pager a"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Workload:
     max_depth: int
     concurrency: int  # fetch.concurrency, fetch.per_host and worker.max_jobs of each worker
     link_selector: str | None = None  # None: the pipeline's default (a[href])
+    next_selector: str | None = None  # None: the pipeline's default (a[rel=next])
     description: str = ""
     #: Extra worker settings as `PIPELINE_<SECTION>_<KEY>` values, e.g. {"storage.batch_delay_ms": "50"}.
     settings: tuple[tuple[str, str], ...] = ()
@@ -75,14 +78,27 @@ def reachable(config: SiteConfig, start: int) -> frozenset[int]:
     return frozenset(seen)
 
 
-def _fan_out(name: str, latency_ms: float, description: str) -> Workload:
-    site = SiteConfig(pages=2000, per_list_page=100, page_bytes=20_000, latency_ms=latency_ms, latency_sigma=0.3)
-    return Workload(name, site, "/list", max_depth=1, concurrency=1000, description=description)
+def _fan_out(name: str, latency_ms: float, description: str, pager: int = 0) -> Workload:
+    site = SiteConfig(
+        pages=2000, per_list_page=100, page_bytes=20_000, latency_ms=latency_ms, latency_sigma=0.3, pager=pager
+    )
+    next_selector = PAGER_LINKS if pager else None
+    return Workload(
+        name, site, "/list", max_depth=1, concurrency=1000, next_selector=next_selector, description=description
+    )
 
 
 WORKLOADS: dict[str, Workload] = {
     "fan-out": _fan_out("fan-out", 100, "2,000 pages of 20 KB behind 20 list pages, 100 ms median latency"),
-    "latency-bound": _fan_out("latency-bound", 1000, "fan-out at 1 s median latency"),
+    # A numbered pager on the first list page links the other 19: chained by rel=next alone, the
+    # list pages would arrive one a second and no crawler could keep more than ~100 requests in
+    # flight, so the workload would measure the site's pagination, not the concurrency.
+    "latency-bound": _fan_out(
+        "latency-bound", 1000, "fan-out at 1 s median latency, all list pages linked from the first", pager=20
+    ),
+    "latency-chain": _fan_out(
+        "latency-chain", 1000, "fan-out at 1 s median latency, list pages linked one to the next only"
+    ),
     "link-heavy": Workload(
         "link-heavy",
         SiteConfig(pages=5000, per_list_page=100, page_bytes=20_000, latency_ms=100, links_per_page=150),

@@ -25,7 +25,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from pipeline.collect import crunch_object
-from pipeline.crunch import CpuPool, CpuPoolBroken, CpuTimeout, fingerprint
+from pipeline.cpupool import CpuPool, CpuPoolBroken, CpuTimeout
+from pipeline.crunch import fingerprint
 from pipeline.frontier import JOB_EXPIRES_MS
 from pipeline.serialization import deserialize, serialize
 

@@ -1,26 +1,16 @@
-"""The CPU stage: text fingerprints computed in worker processes, never on the event loop.
+"""The CPU stage's work: text fingerprints, computed in pool processes, never on the event loop.
 
 `fingerprint` is a pure function of the page text: a 64-bit simhash (near-duplicate pages have
-hashes a few bits apart) and the most frequent words. It runs in `CpuPool`, a process pool owned
-by the worker: bounded in flight so memory stays flat, with a timeout that kills a runaway child
-(arq can only cancel the awaiting coroutine, the child would keep burning a core) and a pool
-that rebuilds itself when a child dies.
+hashes a few bits apart) and the most frequent words. It runs in the worker's `CpuPool`
+(`pipeline.cpupool`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import multiprocessing
-import os
 import string
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from typing import Any
 
 _PUNCTUATION = string.punctuation + "\u00ab\u00bb\u201c\u201d\u2018\u2019\u2026\u2013\u2014"
 _STOPWORDS = frozenset(
@@ -32,15 +22,6 @@ _STOPWORDS = frozenset(
     """.split()
 )
 TOP_WORDS = 10
-T = TypeVar("T")
-
-
-class CpuTimeout(Exception):
-    """A CPU task ran past its timeout; its process was killed."""
-
-
-class CpuPoolBroken(Exception):
-    """A pool process died under the task; the pool was rebuilt and the task may be retried."""
 
 
 # Bit-sliced counters: `_SPREAD[byte]` holds the byte's 8 bits in 8 lanes of `_LANE` bits, so
@@ -97,87 +78,3 @@ def fingerprint(text: str) -> dict[str, Any]:
         "simhash": f"{simhash(words):016x}",
         "top_words": [[word, count] for word, count in words.most_common(TOP_WORDS)],
     }
-
-
-class CpuPool:
-    """A process pool for CPU-bound stages, owned by one worker."""
-
-    def __init__(self, processes: int, max_in_flight: int, timeout: float) -> None:
-        self.processes = processes
-        self.timeout = timeout
-        self._slots = asyncio.Semaphore(max_in_flight)
-        # forkserver: forking a process that runs an event loop copies the loop's state and
-        # threads into the child; the fork server is a clean, single-threaded parent.
-        self._context = multiprocessing.get_context("forkserver")
-        self._executor = self._new_executor()
-        self.rebuilds = 0
-
-    def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self.processes,
-            mp_context=self._context,
-            initializer=_exit_with_worker,
-            initargs=(os.getpid(),),
-        )
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(*args)` in a child process; kill and rebuild on timeout or a dead child."""
-        async with self._slots:
-            executor = self._executor
-            loop = asyncio.get_running_loop()
-            try:
-                # Inside the try: submitting to a pool whose child just died raises at once.
-                future = loop.run_in_executor(executor, fn, *args)
-                return await asyncio.wait_for(future, self.timeout)
-            except TimeoutError:
-                self._rebuild(executor)
-                name = getattr(fn, "__name__", fn)
-                raise CpuTimeout(f"{name} ran past {self.timeout:g}s; its process was killed") from None
-            except BrokenProcessPool:
-                self._rebuild(executor)
-                raise CpuPoolBroken(f"a pool process died while running {getattr(fn, '__name__', fn)}") from None
-
-    def _rebuild(self, broken: ProcessPoolExecutor) -> None:
-        if broken is not self._executor:
-            return  # another task already replaced it
-        self.rebuilds += 1
-        self._executor = self._new_executor()
-        _kill(broken)
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in (getattr(self._executor, "_processes", None) or {}).values() if p.pid]
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-
-
-def _exit_with_worker(worker_pid: int) -> None:
-    """Make a pool process exit when the worker that owns the pool is gone.
-
-    A pool process waits on a queue whose write end it holds itself, so it never sees the end
-    of a worker that was `kill -9`'d, and would idle forever. Its parent is the fork server,
-    not the worker, so this watches the worker's pid instead.
-    """
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(worker_pid, 0)
-            except ProcessLookupError:
-                os._exit(0)
-            except PermissionError:
-                pass  # the pid exists (someone else's): keep watching
-
-    threading.Thread(target=watch, name="pipeline-worker-watch", daemon=True).start()
-
-
-def _kill(executor: ProcessPoolExecutor) -> None:
-    # The executor has no public way to stop a running task; terminating its processes is the
-    # only way to get the core back. Other tasks in that pool fail with BrokenProcessPool and
-    # are retried by their jobs.
-    processes = dict(getattr(executor, "_processes", None) or {})
-    for process in processes.values():
-        if process.is_alive():
-            process.kill()
-    executor.shutdown(wait=False, cancel_futures=True)

@@ -23,8 +23,8 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from pipeline.blobs import BlobStoreError
+from pipeline.cpupool import CpuPoolBroken, CpuTimeout
 from pipeline.crawls import complete_crawl
-from pipeline.crunch import CpuPoolBroken, CpuTimeout
 from pipeline.fetch import FetchError
 from pipeline.frontier import Kind
 from pipeline.resources import Resources

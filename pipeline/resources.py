@@ -18,9 +18,9 @@ from pipeline.adaptive import AdaptiveLimiter, AdaptiveSettings
 from pipeline.backlog import Backlog
 from pipeline.blobs import BlobStore, FileBlobStore, S3BlobStore
 from pipeline.connections import mongo_client, redis_client
+from pipeline.cpupool import CpuPool, cpu_pool
 from pipeline.cpustage import RemoteCpu
 from pipeline.crawls import CrawlOptions
-from pipeline.crunch import CpuPool
 from pipeline.fetch import Fetcher, create_session
 from pipeline.frontier import Frontier
 from pipeline.settings import Settings
@@ -140,7 +140,7 @@ async def open_resources(settings: Settings, redis: Redis, *, local_cpu: bool = 
         cpu: CpuPool | None = None
         remote_cpu: RemoteCpu | None = None
         if local_cpu:
-            cpu = CpuPool(settings.cpu_processes, settings.cpu_max_in_flight, settings.cpu.timeout)
+            cpu = cpu_pool(settings)
             stack.callback(cpu.close)
         else:
             # A CPU worker's queue may be busy: allow for waiting, not just for the work.

@@ -107,8 +107,11 @@ class CrawlSettings:
 class CpuSettings:
     processes: int = _setting(0, min=0)  # 0: one per CPU
     queue: str = _setting("pipeline:cpu")  # where IO workers send CPU work for CPU workers
-    max_in_flight: int = _setting(0, min=0)  # 0: twice the processes
+    max_in_flight: int = _setting(0, min=0)  # 0: two full batches per process
     timeout: float = _setting(30.0, min=0.1)
+    # Calls to one function within this window go to a pool process as one task (0: no batching).
+    batch_delay_ms: float = _setting(20.0, min=0.0)
+    batch_size: int = _setting(16, min=1)
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ class Settings:
 
     @property
     def cpu_max_in_flight(self) -> int:
-        return self.cpu.max_in_flight or 2 * self.cpu_processes
+        return self.cpu.max_in_flight or 2 * self.cpu_processes * self.cpu.batch_size
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
         """A copy with some keys changed, validated like a config file: `replace(fetch={"per_host": 4})`."""

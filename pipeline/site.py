@@ -66,14 +66,17 @@ class SiteConfig:
     latency_ms: float = 30.0
     latency_sigma: float = 0.3
     links_per_page: int = 5
+    #: List pages also link this many following list pages by number (a numbered pager), besides
+    #: rel=next; 0 links only the next one, so list pages can be found only one after another.
+    pager: int = 0
     seed: int = 0
     error_rate: float = 0.0
     missing_rate: float = 0.0
     concurrency_limit: int = 0
 
     def __post_init__(self) -> None:
-        if self.pages < 0 or self.per_list_page < 1 or self.links_per_page < 0:
-            raise ValueError("pages >= 0, per_list_page >= 1 and links_per_page >= 0 required")
+        if self.pages < 0 or self.per_list_page < 1 or self.links_per_page < 0 or self.pager < 0:
+            raise ValueError("pages >= 0, per_list_page >= 1, links_per_page >= 0 and pager >= 0 required")
         if min(self.error_rate, self.missing_rate) < 0 or self.error_rate + self.missing_rate > 1:
             raise ValueError("error_rate and missing_rate must be >= 0 and sum to at most 1")
 
@@ -81,6 +84,11 @@ class SiteConfig:
     def list_pages(self) -> int:
         """Number of list pages; there is always one, even for an empty site."""
         return max(1, math.ceil(self.pages / self.per_list_page))
+
+    @property
+    def list_hops(self) -> int:
+        """List pages fetched one after another before the last is known: a chain without a pager."""
+        return 1 + math.ceil((self.list_pages - 1) / max(1, self.pager))
 
 
 def expected_child_paths(config: SiteConfig) -> set[str]:
@@ -144,6 +152,9 @@ def render_list(config: SiteConfig, page: int, host: str) -> bytes:
     if page < config.list_pages:
         href = f"?page={page + 1}" if page % 2 else f"/list?page={page + 1}"
         parts.append(f'<a rel="next" href="{href}">Next</a>\n')
+    if config.pager and page < config.list_pages:
+        numbers = range(page + 1, min(config.list_pages, page + config.pager) + 1)
+        parts.append("<nav class=pager>" + " ".join(f'<a href="/list?page={n}">{n}</a>' for n in numbers) + "</nav>\n")
     parts.append("</body></html>\n")
     return "".join(parts).encode()
 

@@ -30,8 +30,8 @@ from jobs.cpu import cpu_task
 from pipeline.backlog import sweep_forever
 from pipeline.claim import Claimer
 from pipeline.connections import arq_redis_settings
+from pipeline.cpupool import cpu_pool
 from pipeline.cpustage import cpu_functions
-from pipeline.crunch import CpuPool
 from pipeline.embedded import resolve_services
 from pipeline.frontier import Departures
 from pipeline.lease import Leases
@@ -160,7 +160,7 @@ def load_function(path: str) -> Callable[..., Awaitable[Any]]:
 
 async def on_cpu_startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    ctx["cpu_pool"] = CpuPool(settings.cpu_processes, settings.cpu_max_in_flight, settings.cpu.timeout)
+    ctx["cpu_pool"] = cpu_pool(settings)
     ctx["cpu_registry"] = cpu_functions()
     log.info("pipeline CPU worker ready: %d processes on queue %s", settings.cpu_processes, settings.cpu.queue)
 

@@ -26,3 +26,14 @@ def spin(seconds: float) -> int:
 
 def pid() -> int:
     return os.getpid()
+
+
+def troubled_square(value: int) -> int:
+    """`value` squared; -1 kills its own process, -2 spins for a minute, other negatives raise."""
+    if value == -1:
+        return die()
+    if value == -2:
+        return spin(60.0)
+    if value < 0:
+        raise ValueError(f"no good: {value}")
+    return value * value

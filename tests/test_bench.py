@@ -46,6 +46,7 @@ FIELDS = {
 def test_smoke_workload_runs_and_verifies(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
     command = [sys.executable, "-m", "bench.run", "--workload", "smoke", "--out", str(out), "--logs", str(tmp_path)]
+    command += ["--variant", "cpu.batch_delay_ms=0,storage.batch_size=10"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=170)
     assert result.returncode == 0, result.stderr[-4000:]
 
@@ -54,6 +55,7 @@ def test_smoke_workload_runs_and_verifies(tmp_path: Path) -> None:
         ("floor-bulk", 1),
         ("floor-single", 1),
         ("pipeline", 1),
+        ("pipeline [cpu.batch_delay_ms=0,storage.batch_size=10]", 1),
     ]
     assert out.read_text().splitlines() == result.stdout.splitlines()
     for line in lines:
@@ -65,7 +67,10 @@ def test_smoke_workload_runs_and_verifies(tmp_path: Path) -> None:
         assert line["pipeline_cpu_s"] > 0 and line["peak_rss_mb"] > 0
         assert set(line["services_cpu_s"]) == {"redis", "mongo", "s3", "site"}
         assert 0 < line["event_loop_busy"] <= 1.05 and 0 < line["machine_busy"] <= 1.05
-    pipeline = lines[-1]
+    pipeline, variant = lines[-2:]
+    assert pipeline["settings"] == {}
+    assert variant["settings"] == {"cpu.batch_delay_ms": "0", "storage.batch_size": "10"}
+    assert variant["cpu_ratio_to_floor"] is not None
     assert pipeline["cpu_ratio_to_floor"] is not None
     assert pipeline["crawl_counters"]["stored"] == 200
 

@@ -22,6 +22,7 @@ from pipeline.site import (
     expected_child_paths,
     flaky_paths,
     missing_paths,
+    render_list,
 )
 
 FAST = SiteConfig(pages=23, per_list_page=5, page_bytes=5_000, latency_ms=1, links_per_page=4)
@@ -59,6 +60,22 @@ async def test_list_pages_paginate_over_every_child() -> None:
     assert children == expected_child_paths(FAST)
     assert len(next_hrefs) == FAST.list_pages - 1 == 4
     assert {h.startswith("?") for h in next_hrefs} == {True, False}  # both relative forms appear
+
+
+def test_a_numbered_pager_links_the_following_list_pages() -> None:
+    chained = SiteConfig(pages=2000, per_list_page=100)
+    assert "nav class=pager" not in render_list(chained, 1, "h").decode()
+    assert chained.list_hops == 20  # each list page is found on the one before
+
+    windowed = SiteConfig(pages=2000, per_list_page=100, pager=5)
+    tree = LexborHTMLParser(render_list(windowed, 3, "h"))
+    assert _hrefs(tree, "nav.pager a") == [f"/list?page={n}" for n in range(4, 9)]
+    assert _hrefs(LexborHTMLParser(render_list(windowed, 20, "h")), "nav.pager a") == []  # the last page
+    assert windowed.list_hops == 5  # page 1, then pages 2-6, 7-11, 12-16, 17-20
+
+    assert SiteConfig(pages=2000, per_list_page=100, pager=20).list_hops == 2
+    with pytest.raises(ValueError, match="pager"):
+        SiteConfig(pager=-1)
 
 
 @pytest.mark.asyncio
