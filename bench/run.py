@@ -29,7 +29,7 @@ from bench.procstat import MB, Sampler, TreeMeter
 from bench.profiler import Profiler, ProfileRequest
 from bench.report import machine, source, table, versions
 from bench.servercounters import ServerCounters
-from bench.subjects import FloorSubject, Outcome, PipelineSubject, RunPlaces, Subject
+from bench.subjects import CelerySubject, FloorSubject, Outcome, PipelineSubject, RunPlaces, Subject
 from bench.verify import Target, drop, verify
 from bench.workloads import WORKLOADS, Workload
 
@@ -241,19 +241,29 @@ def _problems(checked: dict[str, Any], stats: dict[str, Any], outcome: Outcome, 
     return problems
 
 
-def _with_ratios(result: dict[str, Any], floors: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Pipeline CPU per page over the floor's: bulk writes (the fair floor) and single upserts."""
+def _with_ratios(result: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Pipeline CPU per page over the floor's (bulk writes, the fair floor, and single upserts),
+    and CPU per page and pages/s over Celery's when the baseline ran in the same invocation."""
     mine = result.get("cpu_ms_per_page")
     for writes, key in (("bulk", "cpu_ratio_to_floor"), ("single", "cpu_ratio_to_floor_single")):
-        floor = floors.get(f"floor-{writes}", {}).get("cpu_ms_per_page")
+        floor = baselines.get(f"floor-{writes}", {}).get("cpu_ms_per_page")
         result[key] = round(mine / floor, 2) if mine and floor else None
+    celery = baselines.get(CelerySubject.name, {})
+    if celery.get("verified"):
+        result["cpu_ratio_to_celery"] = round(mine / celery["cpu_ms_per_page"], 2) if mine else None
+        speed = result.get("pages_per_s")
+        result["pages_per_s_ratio_to_celery"] = round(speed / celery["pages_per_s"], 2) if speed else None
     return result
 
 
 def _subjects(
-    workers: Sequence[int], floors: Sequence[str], variants: Sequence[tuple[tuple[str, str], ...]] = ()
+    workers: Sequence[int],
+    floors: Sequence[str],
+    variants: Sequence[tuple[tuple[str, str], ...]] = (),
+    celery: bool = False,
 ) -> list[Subject]:
     subjects: list[Subject] = [FloorSubject(writes) for writes in floors]
+    subjects += [CelerySubject()] if celery else []
     subjects += [PipelineSubject(count) for count in workers]
     subjects += [PipelineSubject(count, variant) for variant in variants for count in workers]
     return subjects
@@ -284,7 +294,7 @@ def run_workload(workload: Workload, subjects: list[Subject], bench: Bench) -> l
             traceback.print_exc(file=sys.stderr)
             result = {"workload": workload.name, "subject": subject.name, "workers": subject.workers}
             result |= {"verified": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
-        if subject.name.startswith("floor-"):
+        if not subject.name.startswith("pipeline"):
             floors[subject.name] = result
         else:
             result = _with_ratios(result, floors)
@@ -335,6 +345,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a worker setting, repeatable: --set storage.batch_delay_ms=50 (the floor ignores it)",
     )
     parser.add_argument(
+        "--baseline",
+        choices=("celery", "none"),
+        default="none",
+        help="celery: also run a Celery gevent worker on the workload (uv pip install --group celery-baseline)",
+    )
+    parser.add_argument(
         "--variant",
         type=_variant,
         action="append",
@@ -375,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for workload in workloads:
             for _ in range(max(1, args.repeat)):
-                subjects = _subjects(args.workers, args.floor, args.variant)
+                subjects = _subjects(args.workers, args.floor, args.variant, args.baseline == "celery")
                 results += run_workload(workload, subjects, bench)
     finally:
         services.stop()

@@ -7,6 +7,7 @@ runner's CPU window opens (`mark`) only when everything is up, so start-up is ne
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import time
@@ -15,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.cluster import Child, Services, child_env, python_module, start_ready
+from bench.cluster import BenchError, Child, Services, child_env, python_module, start_ready
 from bench.verify import Target
 from bench.workloads import Workload
 
 CRAWL_TIMEOUT = 1800.0
 WAIT_POLL_S = 0.2
+STALL_TIMEOUT = 60.0  # a Celery crawl that stores nothing for this long has lost its tasks
 READY = "ready"
 
 
@@ -209,3 +211,77 @@ class FloorSubject:
             failed=int(result["failed"]),
             extra={"floor_failures": result["failures"]} if result["failed"] else {},
         )
+
+
+@dataclass
+class CelerySubject:
+    """The baseline: a Celery gevent worker (`bench.celery_app`), fed by one list-page task.
+
+    Needs `celery`, `gevent`, `requests` and `boto3` (`uv pip install --group celery-baseline`).
+    Celery knows no end of a crawl, so the crawl is over when MongoDB holds every expected page.
+    """
+
+    workers: int = 1
+    settings: tuple[tuple[str, str], ...] = field(init=False, default=())
+    name: str = field(init=False, default="celery-gevent")
+    slug: str = field(init=False, default="celery-gevent")
+
+    def _variables(self, workload: Workload, places: RunPlaces) -> dict[str, str]:
+        return {
+            "BENCH_CELERY_BROKER": places.services.redis.url,
+            "BENCH_CELERY_QUEUE": places.queue,
+            "BENCH_CELERY_CRAWL_ID": self.name,
+            "BENCH_CELERY_MONGO_URL": places.target.mongo_url,
+            "BENCH_CELERY_DB": places.target.db,
+            "BENCH_CELERY_S3_ENDPOINT": places.target.s3_endpoint,
+            "BENCH_CELERY_BUCKET": places.target.bucket,
+            "BENCH_CELERY_CONCURRENCY": str(workload.concurrency),
+            "BENCH_CELERY_LINK_SELECTOR": workload.link_selector or "a[href]",
+            "BENCH_CELERY_NEXT_SELECTOR": workload.next_selector or "a[rel=next]",
+        }
+
+    def start(self, workload: Workload, places: RunPlaces) -> list[Child]:
+        if workload.walks_graph or workload.max_depth != 1:
+            raise BenchError("the Celery baseline crawls list pages and their children only (max_depth 1)")
+        try:
+            import celery  # noqa: F401
+        except ImportError:
+            raise BenchError("--baseline celery needs: uv pip install --group celery-baseline") from None
+        argv = python_module(
+            "celery", "-A", "bench.celery_app", "--quiet", "worker", "-P", "gevent", "-c", str(workload.concurrency),
+            "-Q", places.queue, "--loglevel", "WARNING", "--without-heartbeat", "--without-gossip",
+            "--without-mingle",
+        )  # fmt: skip
+        env = child_env(self._variables(workload, places))
+        children = [Child(f"celery-{i}", argv, env, places.logs / f"celery-{i}.log") for i in range(self.workers)]
+        start_ready(children, READY)
+        return children
+
+    def crawl(self, children: list[Child], workload: Workload, places: RunPlaces, mark: Callable[[], None]) -> Outcome:
+        from pymongo import MongoClient
+
+        from bench.celery_app import LIST_TASK, make_app
+
+        expected = len(workload.expected_paths())
+        app = make_app(places.services.redis.url, places.queue)
+        client: MongoClient[dict[str, Any]] = MongoClient(places.target.mongo_url, tz_aware=True)
+        pages = client[places.target.db]["pages"]
+        try:
+            mark()
+            started, sent_at = time.perf_counter(), dt.datetime.now(dt.UTC)
+            app.send_task(LIST_TASK, args=[places.start_url], queue=places.queue)
+            stored, last_change, last_count = 0, time.monotonic(), -1
+            while stored < expected:
+                if time.monotonic() - last_change > STALL_TIMEOUT:
+                    raise BenchError(f"the Celery crawl stalled at {stored}/{expected} pages")
+                time.sleep(WAIT_POLL_S)
+                stored = pages.count_documents({"crawl_id": self.name})
+                if stored != last_count:
+                    last_count, last_change = stored, time.monotonic()
+            observed = time.perf_counter() - started
+            last = pages.find_one({"crawl_id": self.name}, sort=[("fetched_at", -1)])
+        finally:
+            client.close()
+            app.close()
+        finished_at = last["fetched_at"] if last else dt.datetime.now(dt.UTC)
+        return Outcome(crawl_id=self.name, wall_s=(finished_at - sent_at).total_seconds(), wall_observed_s=observed)

@@ -19,10 +19,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import threading
-import time
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -31,9 +28,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:  # pool processes import this module: keep their imports few
     from pipeline.settings import Settings
 
+from pipeline.cpuchild import Outcome, exit_with_worker, run_batch
+
 T = TypeVar("T")
-#: What a batch sends back per call: (True, result) or (False, exception, remote traceback).
-Outcome = tuple[bool, Any, str]
 
 
 class CpuTimeout(Exception):
@@ -85,7 +82,7 @@ class CpuPool:
         return ProcessPoolExecutor(
             max_workers=self.processes,
             mp_context=self._context,
-            initializer=_exit_with_worker,
+            initializer=exit_with_worker,
             initargs=(os.getpid(),),
         )
 
@@ -213,38 +210,6 @@ def _resolve(future: asyncio.Future[Any], outcome: Outcome) -> None:
     if isinstance(value, BaseException):
         value.add_note(f"in the pool process:\n{remote_traceback}")
     future.set_exception(value)
-
-
-def run_batch(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Outcome]:
-    """In a pool process: each call's result, or its exception, without stopping at the first."""
-    outcomes: list[Outcome] = []
-    for args in calls:
-        try:
-            outcomes.append((True, fn(*args), ""))
-        except Exception as exc:  # noqa: BLE001 - one call's error is that call's result
-            outcomes.append((False, exc, traceback.format_exc()))
-    return outcomes
-
-
-def _exit_with_worker(worker_pid: int) -> None:
-    """Make a pool process exit when the worker that owns the pool is gone.
-
-    A pool process waits on a queue whose write end it holds itself, so it never sees the end
-    of a worker that was `kill -9`'d, and would idle forever. Its parent is the fork server,
-    not the worker, so this watches the worker's pid instead.
-    """
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(worker_pid, 0)
-            except ProcessLookupError:
-                os._exit(0)
-            except PermissionError:
-                pass  # the pid exists (someone else's): keep watching
-
-    threading.Thread(target=watch, name="pipeline-worker-watch", daemon=True).start()
 
 
 def _kill(executor: ProcessPoolExecutor) -> None:

@@ -7,10 +7,16 @@ hashes a few bits apart) and the most frequent words. It runs in the worker's `C
 
 from __future__ import annotations
 
-import hashlib
 import string
 from collections import Counter
 from typing import Any
+
+try:
+    # CPython's own BLAKE2 (what hashlib.blake2b is): importing hashlib would also load OpenSSL,
+    # ~4 MB more in every pool process, for hashes this module never uses.
+    from _blake2 import blake2b
+except ImportError:  # another Python implementation
+    from hashlib import blake2b
 
 _PUNCTUATION = string.punctuation + "\u00ab\u00bb\u201c\u201d\u2018\u2019\u2026\u2013\u2014"
 _STOPWORDS = frozenset(
@@ -42,7 +48,7 @@ def simhash(weights: Counter[str]) -> int:
     """
     tables: list[dict[int, int]] = [{} for _ in range(8)]
     for feature, weight in weights.items():
-        digest = hashlib.blake2b(feature.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        digest = blake2b(feature.encode("utf-8", "surrogatepass"), digest_size=8).digest()
         for table, byte in zip(tables, digest, strict=True):
             table[byte] = table.get(byte, 0) + weight
     total = sum(weights.values())
