@@ -30,6 +30,12 @@ PACKAGES = (
     "msgpack",
     "moto",
     "secantusdb",
+    # The Celery baseline's (`--baseline celery`); "not installed" otherwise.
+    "celery",
+    "kombu",
+    "gevent",
+    "requests",
+    "boto3",
 )
 
 #: Celery 5.7 with gevent, concurrency 1,000, fan-out workload on this kind of machine (NOTES.md).
