@@ -26,6 +26,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init, worker_ready
 
+from bench.floor import content_fields
 from pipeline.crunch import fingerprint
 from pipeline.parse import decode_html, parse_html
 from pipeline.urls import InvalidURL, normalise_url
@@ -157,13 +158,6 @@ def fetch_page(url: str) -> None:
         "fetched_at": dt.datetime.now(dt.UTC),
         "attempts": fetch_page.request.retries + 1,
         "timings": {"fetch_ms": round(fetch_ms, 2)},
-        "title": parsed.title,
-        "description": parsed.description,
-        "canonical": parsed.canonical,
-        "language": parsed.language,
-        "link_count": parsed.link_count,
-        "word_count": crunched["word_count"],
-        "simhash": crunched["simhash"],
-        "top_words": crunched["top_words"],
+        **content_fields(parsed, crunched),
     }
     _clients["pages"].update_one({"url": url}, {"$set": document}, upsert=True)

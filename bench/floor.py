@@ -228,15 +228,22 @@ class Floor:
             "attempts": 1,
             "timings": {"fetch_ms": round(fetch_ms, 2)},
             "parsed": True,
-            "title": parsed.title,
-            "description": parsed.description,
-            "canonical": parsed.canonical,
-            "language": parsed.language,
-            "link_count": parsed.link_count,
-            "word_count": crunched["word_count"],
-            "simhash": crunched["simhash"],
-            "top_words": crunched["top_words"],
+            **content_fields(parsed, crunched),
         }
+
+
+def content_fields(parsed: ParsedPage, crunched: dict[str, Any]) -> dict[str, Any]:
+    """A page document's fields from its parse and its fingerprint, as the pipeline stores them."""
+    return {
+        "title": parsed.title,
+        "description": parsed.description,
+        "canonical": parsed.canonical,
+        "language": parsed.language,
+        "link_count": parsed.link_count,
+        "word_count": crunched["word_count"],
+        "simhash": crunched["simhash"],
+        "top_words": crunched["top_words"],
+    }
 
 
 async def _open(options: FloorOptions, stack: AsyncExitStack) -> Floor:
