@@ -58,11 +58,12 @@ def make_app(broker: str, queue: str) -> Celery:
 
 
 app = make_app(_env("BROKER", "redis://127.0.0.1:6379/0"), _env("QUEUE", "bench-celery"))
-_clients: dict[str, Any] = {}
+#: What `worker_init` opened and read, once per worker: the clients and the crawl's settings.
+_worker: dict[str, Any] = {}
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]
-def _open_clients(**_: Any) -> None:
+def _open_worker(**_: Any) -> None:
     import boto3
     import redis
     import requests
@@ -73,8 +74,8 @@ def _open_clients(**_: Any) -> None:
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=concurrency)
     session.mount("http://", adapter)
-    _clients["http"] = session
-    _clients["s3"] = boto3.client(
+    _worker["http"] = session
+    _worker["s3"] = boto3.client(
         "s3",
         endpoint_url=_env("S3_ENDPOINT"),
         config=Config(
@@ -83,13 +84,18 @@ def _open_clients(**_: Any) -> None:
             response_checksum_validation="when_required",
         ),
     )
-    _clients["s3"].create_bucket(Bucket=_env("BUCKET"))
+    _worker["bucket"] = _env("BUCKET")
+    _worker["s3"].create_bucket(Bucket=_worker["bucket"])
     mongo: MongoClient[dict[str, Any]] = MongoClient(_env("MONGO_URL"), tz_aware=True)
     pages = mongo[_env("DB")]["pages"]
     pages.create_index("url", unique=True)
     pages.create_index("crawl_id")
-    _clients["pages"] = pages
-    _clients["redis"] = redis.Redis.from_url(_env("BROKER"))
+    _worker["pages"] = pages
+    _worker["redis"] = redis.Redis.from_url(_env("BROKER"))
+    _worker["crawl_id"] = _env("CRAWL_ID")
+    _worker["seen_key"] = f"bench-celery:seen:{_worker['crawl_id']}"
+    _worker["link_selector"] = _env("LINK_SELECTOR")
+    _worker["next_selector"] = _env("NEXT_SELECTOR")
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
@@ -98,7 +104,7 @@ def _say_ready(**_: Any) -> None:
 
 
 def _get(url: str) -> tuple[bytes, str | None]:
-    response = _clients["http"].get(url, allow_redirects=False, timeout=60)
+    response = _worker["http"].get(url, allow_redirects=False, timeout=60)
     response.raise_for_status()
     return response.content, response.encoding
 
@@ -106,19 +112,20 @@ def _get(url: str) -> tuple[bytes, str | None]:
 def _new_urls(page_url: str, hrefs: list[str]) -> list[str]:
     """The in-site URLs of `hrefs` not queued before by this crawl (one SADD round trip)."""
     host = page_url.split("/")[2]
-    urls: list[str] = []
+    found: dict[str, None] = {}  # insertion-ordered set
     for href in hrefs:
         try:
             url = normalise_url(href, page_url)
         except InvalidURL:
             continue
-        if url != page_url and url.split("/")[2] == host and url not in urls:
-            urls.append(url)
+        if url != page_url and url.split("/")[2] == host:
+            found[url] = None
+    urls = list(found)
     if not urls:
         return []
-    pipe = _clients["redis"].pipeline(transaction=False)
+    pipe = _worker["redis"].pipeline(transaction=False)
     for url in urls:
-        pipe.sadd(f"bench-celery:seen:{_env('CRAWL_ID')}", url)
+        pipe.sadd(_worker["seen_key"], url)
     return [url for url, added in zip(urls, pipe.execute(), strict=True) if added]
 
 
@@ -126,7 +133,7 @@ def _new_urls(page_url: str, hrefs: list[str]) -> list[str]:
 def list_page(url: str) -> None:
     body, charset = _get(url)
     parsed = parse_html(
-        decode_html(body, charset), link_selector=_env("LINK_SELECTOR"), next_selector=_env("NEXT_SELECTOR")
+        decode_html(body, charset), link_selector=_worker["link_selector"], next_selector=_worker["next_selector"]
     )
     for next_url in _new_urls(url, parsed.next_links):
         list_page.delay(next_url)
@@ -139,14 +146,14 @@ def fetch_page(url: str) -> None:
     started = time.perf_counter()
     body, charset = _get(url)
     fetch_ms = (time.perf_counter() - started) * 1000
-    parsed = parse_html(decode_html(body, charset), link_selector=_env("LINK_SELECTOR"))
+    parsed = parse_html(decode_html(body, charset), link_selector=_worker["link_selector"])
     crunched = fingerprint(parsed.text)
     sha256 = hashlib.sha256(body).hexdigest()
-    bucket, key = _env("BUCKET"), f"bodies/{sha256}"
-    _clients["s3"].put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/html")
+    bucket, key = _worker["bucket"], f"bodies/{sha256}"
+    _worker["s3"].put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/html")
     document = {
         "url": url,
-        "crawl_id": _env("CRAWL_ID"),
+        "crawl_id": _worker["crawl_id"],
         "depth": 1,
         "status": 200,
         "content_type": "text/html",
@@ -160,4 +167,4 @@ def fetch_page(url: str) -> None:
         "timings": {"fetch_ms": round(fetch_ms, 2)},
         **content_fields(parsed, crunched),
     }
-    _clients["pages"].update_one({"url": url}, {"$set": document}, upsert=True)
+    _worker["pages"].update_one({"url": url}, {"$set": document}, upsert=True)

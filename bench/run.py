@@ -278,13 +278,13 @@ def _emit(result: dict[str, Any], out: Path | None) -> None:
 
 
 def run_workload(workload: Workload, subjects: list[Subject], bench: Bench) -> list[dict[str, Any]]:
-    """Every subject on the workload in turn, floors first so the pipeline's lines carry the ratios.
+    """Every subject on the workload in turn, baselines first so the pipeline's lines carry the ratios.
 
     A run that fails is reported as a line with `verified: false` and the error, and the next
     subject still runs: one broken run should not cost the others' measurements.
     """
     results: list[dict[str, Any]] = []
-    floors: dict[str, dict[str, Any]] = {}
+    baselines: dict[str, dict[str, Any]] = {}  # the floors' and Celery's lines, for the ratios
     for subject in subjects:
         print(f"bench: {workload.name}: {subject.name} x{subject.workers}...", file=sys.stderr, flush=True)
         started = time.monotonic()
@@ -295,9 +295,9 @@ def run_workload(workload: Workload, subjects: list[Subject], bench: Bench) -> l
             result = {"workload": workload.name, "subject": subject.name, "workers": subject.workers}
             result |= {"verified": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
         if not subject.name.startswith("pipeline"):
-            floors[subject.name] = result
+            baselines[subject.name] = result
         else:
-            result = _with_ratios(result, floors)
+            result = _with_ratios(result, baselines)
         _emit(result, bench.out)
         results.append(result)
         print(f"bench: ...done in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)

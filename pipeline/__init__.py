@@ -1,10 +1,11 @@
 """pipeline: asyncio-native crawling on arq workers, MongoDB and S3.
 
 Everything here is imported on first use. That keeps `import pipeline` free of side effects
-and cheap, which matters twice: CPU-pool processes import `pipeline.crunch` and nothing else,
-and `pipeline.WorkerSettings` (the class `arq pipeline.WorkerSettings` runs), and its split-role
-variants `IOWorkerSettings` and `CPUWorkerSettings`, read the configuration and may start
-embedded services, so they are built only when asked for.
+and cheap, which matters twice: CPU-pool processes import `pipeline.cpuchild` and
+`pipeline.crunch` and nothing else, and `pipeline.WorkerSettings` (the class
+`arq pipeline.WorkerSettings` runs), and its split-role variants `IOWorkerSettings` and
+`CPUWorkerSettings`, read the configuration and may start embedded services, so they are built
+only when asked for.
 """
 
 from __future__ import annotations
