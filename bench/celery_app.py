@@ -27,9 +27,10 @@ from celery import Celery
 from celery.signals import worker_init, worker_ready
 
 from bench.floor import content_fields
-from pipeline.crunch import fingerprint
-from pipeline.parse import decode_html, parse_html
-from pipeline.urls import InvalidURL, normalise_url
+from pipeline.crunch.fingerprint import fingerprint
+from pipeline.errors import InvalidURL
+from pipeline.parse.html import decode_html, parse_html
+from pipeline.urls import normalise_url
 
 READY = "ready"
 LIST_TASK = "bench.celery_app.list_page"

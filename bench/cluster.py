@@ -16,21 +16,15 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.services import (
-    S3_ACCESS_KEY,
-    S3_REGION,
-    S3_SECRET_KEY,
-    ServiceProcess,
-    start_mongo,
-    start_redis,
-    start_s3,
-)
+from pipeline.embedded.processes import ServiceProcess, start_mongo, start_redis
+from tests.servers.s3 import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, start_s3
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -137,6 +131,16 @@ class Child:
         if line != expected:
             raise BenchError(f"{self.name} printed {line!r}, expected {expected!r}\n{self.log_tail()}")
 
+    def wait_for_log(self, expected: str, timeout: float = START_TIMEOUT) -> None:
+        """Wait until the child's log (its stderr) holds `expected`."""
+        deadline = time.monotonic() + timeout
+        while expected not in self.log_path.read_text(errors="replace"):
+            if self.process.poll() is not None:
+                raise BenchError(f"{self.name} exited with code {self.process.returncode}\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name} did not log {expected!r} within {timeout:g}s\n{self.log_tail()}")
+            time.sleep(0.05)
+
     def send(self, line: str) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(line + "\n")
@@ -168,6 +172,11 @@ class Child:
 
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+def console_script(name: str, *args: str) -> list[str]:
+    """A console script installed beside this Python (`pipeline`, `arq`), as users run it."""
+    return [str(Path(sys.executable).parent / name), *args]
 
 
 def start_site(site_args: Sequence[str], log_path: Path) -> tuple[Child, str]:

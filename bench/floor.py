@@ -33,15 +33,16 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipeline.crunch import fingerprint
-from pipeline.parse import ParsedPage, decode_html, parse_html
-from pipeline.urls import InvalidURL, LinkResolver, url_host
+from pipeline.crunch.fingerprint import fingerprint
+from pipeline.errors import InvalidURL
+from pipeline.parse.html import ParsedPage, decode_html, parse_html
+from pipeline.urls import LinkResolver, url_host
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from pipeline.blobs import S3BlobStore
-    from pipeline.cpupool import CpuPool
+    from pipeline.crunch.pool import CpuPool
+    from pipeline.store.blobs import S3BlobStore
 
 READY = "ready"
 
@@ -253,9 +254,9 @@ async def _open(options: FloorOptions, stack: AsyncExitStack) -> Floor:
     from aiobotocore.config import AioConfig
     from pymongo import ASCENDING, AsyncMongoClient
 
-    from pipeline.blobs import S3BlobStore
-    from pipeline.cpupool import CpuPool
+    from pipeline.crunch.pool import CpuPool
     from pipeline.settings import CpuSettings
+    from pipeline.store.blobs import S3BlobStore
 
     connector = aiohttp.TCPConnector(limit=options.concurrency, limit_per_host=options.concurrency)
     session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))

@@ -4,7 +4,7 @@
 py-spy in raw (collapsed-stack) format. A flame graph shows the shape; this prints the numbers to
 act on: the share of samples per stage of a page's work (floor and pipeline alike, so their
 profiles compare line by line; with `--cpu-ms-per-page`, in CPU-ms per page), per process and
-thread, per pipeline call site (the deepest `pipeline/` or `jobs/` frame, so "where in our code
+thread, per pipeline call site (the deepest `pipeline/` frame, so "where in our code
 is the time spent, whatever library spends it"), per library (inclusive) and per function (self
 time).
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
-_OURS = ("pipeline/", "jobs/")
+_OURS = ("pipeline/",)
 
 
 # A sample belongs to the stage of its deepest frame that names one (a Redis call made while
@@ -27,25 +27,27 @@ _OURS = ("pipeline/", "jobs/")
 # name none are the event loop's own work and protocol callbacks.
 _STAGES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     # (stage, file prefixes, function prefixes)
-    ("S3 put", ("aiobotocore/", "botocore/", "pipeline/blobs.py"), ("S3BlobStore.",)),
-    ("MongoDB write", ("pymongo/", "bson/", "pipeline/storage.py"), ("BulkWriter.",)),
+    ("S3 put", ("aiobotocore/", "botocore/", "pipeline/store/blobs.py"), ("S3BlobStore.",)),
+    ("MongoDB write", ("pymongo/", "bson/", "pipeline/store/mongo.py", "pipeline/store/group_commit.py"), ()),
     (
         "queue: claim, run, settle, leases (arq, Redis)",
         (
             "arq/",
             "redis/",
-            "pipeline/claim.py",
-            "pipeline/frontier.py",
-            "pipeline/lease.py",
-            "pipeline/backlog.py",
-            "pipeline/worker.py",
-            "pipeline/outcome.py",
+            "pipeline/worker/",
+            "pipeline/schedule/frontier.py",
+            "pipeline/schedule/backlog.py",
+            "pipeline/settle/",
         ),
         (),
     ),
-    ("HTTP GET", ("pipeline/fetch.py", "pipeline/adaptive.py", "pipeline/netguard.py"), ("Floor._get",)),
-    ("parse (selectolax)", ("pipeline/parse.py", "selectolax/"), ()),
-    ("links: resolve, dedup, scope", ("pipeline/urls.py", "pipeline/discover.py"), ("Floor._follow", "Floor._visit")),
+    ("HTTP GET", ("pipeline/download/",), ("Floor._get",)),
+    ("parse (selectolax)", ("pipeline/parse/", "selectolax/"), ()),
+    (
+        "links: resolve, dedup, scope",
+        ("pipeline/urls.py", "pipeline/schedule/discover.py"),
+        ("Floor._follow", "Floor._visit"),
+    ),
     ("process pool, worker side", ("multiprocessing/", "concurrent/", "threading.py"), ("CpuPool.",)),
 )
 _CRUNCH = ("fingerprint", "simhash", "word_counts")

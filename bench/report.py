@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipeline.services import find_redis_server
+from pipeline.embedded.processes import find_redis_server
 
 PACKAGES = (
     "pipeline",
@@ -95,7 +95,7 @@ def source() -> dict[str, Any]:
     """The commit measured, and whether the pipeline's code differed from it (uncommitted edits)."""
     return {
         "commit": _git("rev-parse", "--short=12", "HEAD") or "unknown",
-        "dirty": bool(_git("status", "--porcelain", "--", "pipeline", "jobs")),
+        "dirty": bool(_git("status", "--porcelain", "--", "pipeline")),
     }
 
 

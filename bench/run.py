@@ -29,7 +29,7 @@ from bench.procstat import MB, Sampler, TreeMeter
 from bench.profiler import Profiler, ProfileRequest
 from bench.report import machine, source, table, versions
 from bench.servercounters import ServerCounters
-from bench.subjects import CelerySubject, FloorSubject, Outcome, PipelineSubject, RunPlaces, Subject
+from bench.subjects import LAUNCHERS, CelerySubject, FloorSubject, Outcome, PipelineSubject, RunPlaces, Subject
 from bench.verify import Target, drop, verify
 from bench.workloads import WORKLOADS, Workload
 
@@ -256,16 +256,28 @@ def _with_ratios(result: dict[str, Any], baselines: dict[str, dict[str, Any]]) -
     return result
 
 
+def _launcher_ratios(result: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """CPU per page and peak memory of this worker over the first one started (`pipeline worker`)."""
+    for key, name in (
+        ("cpu_ms_per_page", "cpu_ratio_to_pipeline_worker"),
+        ("peak_rss_mb", "rss_ratio_to_pipeline_worker"),
+    ):
+        mine, theirs = result.get(key), reference.get(key) if reference.get("verified") else None
+        result[name] = round(mine / theirs, 3) if mine and theirs else None
+    return result
+
+
 def _subjects(
     workers: Sequence[int],
     floors: Sequence[str],
     variants: Sequence[tuple[tuple[str, str], ...]] = (),
     celery: bool = False,
+    launchers: Sequence[str] = ("pipeline",),
 ) -> list[Subject]:
     subjects: list[Subject] = [FloorSubject(writes) for writes in floors]
     subjects += [CelerySubject()] if celery else []
-    subjects += [PipelineSubject(count) for count in workers]
-    subjects += [PipelineSubject(count, variant) for variant in variants for count in workers]
+    subjects += [PipelineSubject(count, launcher=launcher) for launcher in launchers for count in workers]
+    subjects += [PipelineSubject(count, variant, launchers[0]) for variant in variants for count in workers]
     return subjects
 
 
@@ -294,10 +306,13 @@ def run_workload(workload: Workload, subjects: list[Subject], bench: Bench) -> l
             traceback.print_exc(file=sys.stderr)
             result = {"workload": workload.name, "subject": subject.name, "workers": subject.workers}
             result |= {"verified": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
-        if not subject.name.startswith("pipeline"):
+        if not isinstance(subject, PipelineSubject):
             baselines[subject.name] = result
         else:
             result = _with_ratios(result, baselines)
+            reference = baselines.setdefault(f"pipeline-{subject.workers}", result)
+            if reference is not result:
+                result = _launcher_ratios(result, reference)
         _emit(result, bench.out)
         results.append(result)
         print(f"bench: ...done in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
@@ -309,6 +324,13 @@ def _workers(text: str) -> list[int]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError("--workers takes whole numbers >= 1, e.g. 1 or 1,2")
     return counts
+
+
+def _launchers(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names or any(name not in LAUNCHERS for name in names):
+        raise argparse.ArgumentTypeError(f"--launcher takes {' and/or '.join(LAUNCHERS)}, e.g. pipeline,arq")
+    return names
 
 
 def _floors(text: str) -> list[str]:
@@ -358,6 +380,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE[,...]",
         help="also run the pipeline with these settings, in the same invocation: --variant cpu.batch_delay_ms=0",
     )
+    parser.add_argument(
+        "--launcher",
+        type=_launchers,
+        default=["pipeline", "arq"],
+        help="how workers are started: pipeline (`pipeline worker`), arq (`arq pipeline.WorkerSettings`), or both",
+    )
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     parser.add_argument(
         "--profile", type=Path, help="py-spy each run's first process into FILE-<run> (.svg, .json, else raw)"
@@ -391,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for workload in workloads:
             for _ in range(max(1, args.repeat)):
-                subjects = _subjects(args.workers, args.floor, args.variant, args.baseline == "celery")
+                subjects = _subjects(args.workers, args.floor, args.variant, args.baseline == "celery", args.launcher)
                 results += run_workload(workload, subjects, bench)
     finally:
         services.stop()

@@ -18,8 +18,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from pipeline.loopback import serve_from_command_line
-from pipeline.site import DemoSite, SiteConfig
+from tests.servers.loopback import serve_from_command_line
+from tests.servers.site import DemoSite, SiteConfig
 
 STATS_PATH = "/_stats"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.cluster import BenchError, Child, Services, child_env, python_module, start_ready
+from bench.cluster import BenchError, Child, Services, child_env, console_script, python_module, start_ready
 from bench.verify import Target
 from bench.workloads import Workload
 
@@ -107,27 +107,47 @@ def _has_setting(section: str, key: str) -> bool:
     return key in {field.name for field in dataclasses.fields(part)}
 
 
+# How a worker is started: the two commands the README gives users.
+LAUNCHERS: dict[str, tuple[str, ...]] = {
+    "pipeline": ("pipeline", "worker"),
+    "arq": ("arq", "pipeline.WorkerSettings"),
+}
+WORKER_READY = "pipeline worker ready"
+
+
 @dataclass
 class PipelineSubject:
-    """`workers` pipeline worker processes (`bench.worker`), fed by a crawl started with the Python API."""
+    """`workers` worker processes, started as users start them, fed by a crawl from the Python API.
+
+    `launcher` "pipeline" runs `pipeline worker`, "arq" runs `arq pipeline.WorkerSettings`: the
+    worker is the same either way, and the benchmark shows it.
+    """
 
     workers: int
     settings: tuple[tuple[str, str], ...] = ()  # a variant's settings (`--variant`)
+    launcher: str = "pipeline"
     name: str = field(init=False)
     slug: str = field(init=False)
 
     def __post_init__(self) -> None:
         variant = ",".join(f"{key}={value}" for key, value in self.settings)
-        self.name = f"pipeline [{variant}]" if variant else "pipeline"
-        self.slug = "pipeline-" + hashlib.sha1(variant.encode()).hexdigest()[:6] if variant else "pipeline"
+        command = " ".join(LAUNCHERS[self.launcher])
+        self.name = f"{command} [{variant}]" if variant else command
+        self.slug = "-".join(LAUNCHERS[self.launcher][0:1]) + "-worker"
+        if variant:
+            self.slug += "-" + hashlib.sha1(variant.encode()).hexdigest()[:6]
 
     def start(self, workload: Workload, places: RunPlaces) -> list[Child]:
         env = _worker_env(workload, places, self.settings)
-        children = [
-            Child(f"worker-{i}", python_module("bench.worker"), env, places.logs / f"worker-{i}.log")
-            for i in range(self.workers)
-        ]
-        start_ready(children, READY)
+        argv = console_script(*LAUNCHERS[self.launcher])
+        children = [Child(f"worker-{i}", argv, env, places.logs / f"worker-{i}.log") for i in range(self.workers)]
+        try:
+            for child in children:
+                child.wait_for_log(WORKER_READY)
+        except BaseException:
+            for child in children:
+                child.stop(5)
+            raise
         return children
 
     def crawl(self, children: list[Child], workload: Workload, places: RunPlaces, mark: Callable[[], None]) -> Outcome:

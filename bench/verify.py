@@ -37,7 +37,7 @@ async def _pages(target: Target, crawl_id: str) -> list[dict[str, Any]]:
 async def _bucket_keys(target: Target) -> set[str]:
     import aioboto3
 
-    from pipeline.services import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
+    from tests.servers.s3 import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
 
     session = aioboto3.Session(aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY)
     keys: set[str] = set()

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 from functools import cache
 
-from pipeline.site import SiteConfig, child_links, expected_child_paths
+from tests.servers.site import SiteConfig, child_links, expected_child_paths
 
 #: Child links only: on a child page they sit in <ul class=related>, and the nav link to /list is
 #: left out, so a link-heavy crawl walks the page graph and nothing else.

@@ -18,15 +18,15 @@ from typing import Any
 from redis.asyncio import Redis
 
 from pipeline.connections import mongo_client, redis_client
-from pipeline.crawls import CrawlOptions, CrawlStatus, crawl_status, start_crawl
-from pipeline.frontier import Frontier
-from pipeline.schedules import schedule_overview
-from pipeline.settings import ConfigError, Settings, load_settings
-from pipeline.storage import Document, MongoStore
-
-
-class CrawlNotFound(LookupError):
-    """No crawl has that id."""
+from pipeline.crawl.lifecycle import crawl_status, start_crawl
+from pipeline.crawl.options import CrawlOptions
+from pipeline.crawl.periodic import schedule_overview
+from pipeline.crawl.status import CrawlStatus
+from pipeline.errors import ConfigError, CrawlNotFound
+from pipeline.schedule.frontier import Frontier
+from pipeline.settings import Settings, load_settings
+from pipeline.store.mongo import Document, MongoStore
+from pipeline.worker.queue import HEALTH_CHECK_SUFFIX
 
 
 class Pipeline:
@@ -75,47 +75,19 @@ class Pipeline:
             raise RuntimeError("Pipeline is not connected: use `async with Pipeline() as pipeline:`")
         return self._store, self._frontier
 
-    async def crawl(
-        self,
-        start_url: str,
-        *,
-        max_depth: int | None = None,
-        max_pages: int | None = None,
-        next_selector: str | None = None,
-        link_selector: str | None = None,
-        scope: str | None = None,
-        on_complete: list[str] | None = None,
-        list_job: str = "crawl",
-        item_job: str = "fetch_page",
-        conditional: bool = False,
-    ) -> str:
+    async def crawl(self, start_url: str, **options: Any) -> str:
         """Queue a crawl of `start_url` (a list page) and return its id.
 
-        `on_complete` names jobs to run once when the crawl is done (default `[crawl].on_complete`);
-        each must be registered in the workers (`worker.functions`). `list_job` and `item_job`
-        pick the pipeline: the default walks HTML list pages and stores child pages; another
-        pipeline (the API collector, or your own) names its own jobs. With `conditional`, pages
-        stored before are fetched with If-None-Match / If-Modified-Since, and a 304 counts as
-        `unchanged` instead of being stored again.
+        `options` are crawl options by name, as in `[crawl]` (`max_pages=500`, `scope="domain"`,
+        `pipeline="api"`, `on_complete=["my_job"]`, `conditional=True`, ...); what is not given
+        comes from the configuration. Jobs named in `on_complete` must be registered in the
+        workers (`worker.functions`).
 
-        Raises `InvalidURL` for a URL that is not http(s) and `ValueError` for bad options, before
-        anything is queued.
+        Raises `InvalidURL` for a URL that is not http(s) and `ConfigError` (a `ValueError`) for
+        an unknown or invalid option, before anything is queued.
         """
         store, frontier = self._parts()
-        options = CrawlOptions.build(
-            start_url,
-            self.settings.crawl,
-            max_depth=max_depth,
-            max_pages=max_pages,
-            next_selector=next_selector,
-            link_selector=link_selector,
-            scope=scope,
-            on_complete=on_complete,
-            list_job=list_job,
-            item_job=item_job,
-            conditional=conditional,
-        )
-        return await start_crawl(store, frontier, options)
+        return await start_crawl(store, frontier, CrawlOptions.build(start_url, self.settings.crawl, **options))
 
     async def status(self, crawl_id: str | None = None) -> CrawlStatus:
         """A crawl's state and counters; the most recent crawl when no id is given."""
@@ -151,7 +123,7 @@ class Pipeline:
     async def workers_running(self) -> bool:
         """Whether any worker has reported on this queue recently (arq's health-check key)."""
         _, frontier = self._parts()
-        return bool(await frontier.redis.exists(self.settings.redis.queue + ":health-check"))
+        return bool(await frontier.redis.exists(self.settings.redis.queue + HEALTH_CHECK_SUFFIX))
 
     async def schedules(self) -> list[Document]:
         """The configured `[[schedule]]`s with their runs, skips, last crawl and next run."""

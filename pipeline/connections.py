@@ -7,9 +7,9 @@ are decided once.
 from __future__ import annotations
 
 import re
+from importlib.resources import files
 from typing import Any
 
-from arq.connections import RedisSettings
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.settings import Settings
-from pipeline.storage import Document
+from pipeline.store.mongo import Document
 
 _USERINFO = re.compile(r"(\w+://)[^/@\s]*@")
 
@@ -37,11 +37,11 @@ REDIS_COMMAND_RETRIES = 20
 RETRIED_ERRORS: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError]
 
 
-def _redis_retry() -> Retry:
+def redis_retry() -> Retry:
     return Retry(ExponentialBackoff(cap=2.0, base=0.1), REDIS_COMMAND_RETRIES)
 
 
-def _tls_options(settings: Settings) -> dict[str, Any]:
+def tls_options(settings: Settings) -> dict[str, Any]:
     if not settings.redis.url.startswith("rediss://"):
         return {}
     return {
@@ -50,26 +50,13 @@ def _tls_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def arq_redis_settings(settings: Settings) -> RedisSettings:
-    """arq's connection settings; commands ride out a Redis restart instead of killing the worker."""
-    redis = RedisSettings.from_dsn(settings.redis.url)
-    redis.conn_timeout = max(1, int(settings.redis.connect_timeout))
-    redis.conn_retries = 30
-    redis.conn_retry_delay = 1
-    redis.retry_on_error = list(RETRIED_ERRORS)
-    redis.retry = _redis_retry()
-    for name, value in _tls_options(settings).items():
-        setattr(redis, name, value)
-    return redis
-
-
 def redis_client(settings: Settings) -> Redis:
     client: Redis = Redis.from_url(
         settings.redis.url,
         socket_connect_timeout=settings.redis.connect_timeout,
-        retry=_redis_retry(),
+        retry=redis_retry(),
         retry_on_error=list(RETRIED_ERRORS),
-        **_tls_options(settings),
+        **tls_options(settings),
     )
     return client
 
@@ -81,3 +68,8 @@ def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
         tz_aware=True,
         connect=False,
     )
+
+
+def read_script(package: str, name: str) -> str:
+    """The text of a Lua script shipped in `package`'s `lua/` folder (read once, at import)."""
+    return (files(package) / "lua" / name).read_text(encoding="utf-8")

@@ -10,21 +10,39 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline.crawl.cron import check_cron
+from pipeline.errors import ConfigError, InvalidURL
+from pipeline.parse.html import check_selector
+from pipeline.urls import normalise_url
+
+__all__ = ["ConfigError", "CrawlSettings", "ScheduleSpec", "Settings", "load_settings"]
 
 ENV_PREFIX = "PIPELINE_"
 CONFIG_ENV = "PIPELINE_CONFIG"
 
 
-class ConfigError(ValueError):
-    """A setting has a value the program cannot run with."""
+def _setting(
+    default: Any,
+    *,
+    min: float | None = None,
+    choices: tuple[str, ...] = (),
+    check: Callable[[Any], object] | None = None,
+    help: str = "",
+    metavar: str = "",
+) -> Any:
+    """A declared setting: its default, its bounds, and (for crawl options) its command-line help.
 
-
-def _setting(default: Any, *, min: float | None = None, choices: tuple[str, ...] = ()) -> Any:
-    return field(default=default, metadata={"min": min, "choices": choices})
+    `check` is called with a value that has the right type and raises `ValueError` if the value
+    cannot work (a CSS selector selectolax refuses, say).
+    """
+    return field(
+        default=default, metadata={"min": min, "choices": choices, "check": check, "help": help, "metavar": metavar}
+    )
 
 
 @dataclass(frozen=True)
@@ -93,14 +111,38 @@ class FetchSettings:
 
 @dataclass(frozen=True)
 class CrawlSettings:
-    next_selector: str = _setting("a[rel=next]")
-    link_selector: str = _setting("a[href]")
-    max_depth: int = _setting(1, min=0)
-    max_pages: int = _setting(100_000, min=1)
-    scope: str = _setting("host", choices=("host", "domain", "any"))
-    max_queued: int = _setting(10_000, min=10)
-    # Jobs run once when a crawl is done (fan-in), each called as job(ctx, crawl_id).
-    on_complete: tuple[str, ...] = _setting(("crawl_summary",))
+    """The options of one crawl, declared once: `[crawl]` holds their defaults.
+
+    The same names are the Python API's keywords (`Pipeline.crawl(url, max_pages=...)`), the
+    flags of `pipeline crawl` (`--max-pages`), the keys of a `[[schedule]]` table and the
+    `options` of a crawl's record, and every one of them is validated by the same code.
+    """
+
+    next_selector: str = _setting(
+        "a[rel=next]", check=check_selector, metavar="CSS", help="CSS selector of the link to the next list page"
+    )
+    link_selector: str = _setting("a[href]", check=check_selector, metavar="CSS", help="CSS selector of child links")
+    max_depth: int = _setting(
+        1, min=0, metavar="N", help="1: the children of the list pages; 2: their links too; and so on"
+    )
+    max_pages: int = _setting(100_000, min=1, metavar="N", help="child pages stored at most")
+    scope: str = _setting(
+        "host", choices=("host", "domain", "any"), help="which hosts to follow: the start host, its domain, any"
+    )
+    max_queued: int = _setting(
+        10_000, min=10, metavar="N", help="jobs the crawl keeps in Redis; the rest wait in MongoDB"
+    )
+    on_complete: tuple[str, ...] = _setting(
+        ("crawl_summary",), metavar="JOB", help="job run once when the crawl is done (repeatable)"
+    )
+    pipeline: str = _setting(
+        "web", choices=("web", "api"), help="web: HTML list and child pages; api: the paginated JSON API collector"
+    )
+    list_job: str = _setting("", metavar="JOB", help="job that walks list pages (empty: the pipeline's)")
+    item_job: str = _setting("", metavar="JOB", help="job that handles each item (empty: the pipeline's)")
+    conditional: bool = _setting(
+        False, help="send If-None-Match / If-Modified-Since for pages stored before; a 304 counts as unchanged"
+    )
 
 
 @dataclass(frozen=True)
@@ -116,18 +158,16 @@ class CpuSettings:
 
 @dataclass(frozen=True)
 class ScheduleSpec:
-    """A periodic crawl from `[[schedule]]`: a start URL, a cron expression, crawl options."""
+    """A periodic crawl from `[[schedule]]`: a name, a cron expression, a start URL, crawl options.
+
+    `options` holds the crawl options the table sets (any key of `[crawl]`), already validated.
+    Re-crawls are conditional unless the table says `conditional = false`.
+    """
 
     name: str
-    start_url: str
     cron: str
-    pipeline: str = "web"  # "web" (HTML list pages) or "api" (the paginated API collector)
-    max_depth: int | None = None
-    max_pages: int | None = None
-    next_selector: str | None = None
-    link_selector: str | None = None
-    scope: str | None = None
-    conditional: bool = True  # re-crawls send If-None-Match / If-Modified-Since
+    start_url: str
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -179,8 +219,12 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _coerce(key: str, raw: Any, spec: dataclasses.Field[Any], source: str) -> Any:
-    """Turn a raw value (TOML value or environment string) into the field's type, or explain why not."""
+def coerce(key: str, raw: Any, spec: dataclasses.Field[Any], source: str = "") -> Any:
+    """Turn a raw value (TOML value, environment string, flag or keyword) into the field's type.
+
+    Raises `ConfigError` naming `key` (and `source`, the variable or file it came from) when the
+    value has the wrong type, is out of bounds or fails the field's own check.
+    """
     kind: type[Any] = type(spec.default)
     where = f" (from {source})" if source else ""
     value: Any
@@ -223,7 +267,31 @@ def _coerce(key: str, raw: Any, spec: dataclasses.Field[Any], source: str) -> An
     choices: tuple[str, ...] = spec.metadata.get("choices", ())
     if choices and value not in choices:
         raise ConfigError(f"{key}: must be one of {', '.join(choices)}; got {raw!r}{where}")
+    check = spec.metadata.get("check")
+    if check is not None:
+        try:
+            for item in value if isinstance(value, tuple) else (value,):
+                check(item)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}{where}") from None
     return value
+
+
+CRAWL_OPTIONS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(CrawlSettings)}
+
+
+def crawl_option_values(given: Mapping[str, Any], label: str = "") -> dict[str, Any]:
+    """Crawl options as given (keywords, flags or a `[[schedule]]` table), checked and coerced.
+
+    `label` prefixes the names in messages (`schedule[news].max_pages: ...`).
+    """
+    values: dict[str, Any] = {}
+    for name, raw in given.items():
+        spec = CRAWL_OPTIONS.get(name)
+        if spec is None:
+            raise ConfigError(f"{label}{name}: unknown crawl option; known: {', '.join(CRAWL_OPTIONS)}")
+        values[name] = coerce(f"{label}{name}", raw, spec)
+    return values
 
 
 def _build(raw: Mapping[str, Mapping[str, Any]], base: Settings, sources: Mapping[str, str] | None = None) -> Settings:
@@ -236,7 +304,7 @@ def _build(raw: Mapping[str, Mapping[str, Any]], base: Settings, sources: Mappin
         if unknown:
             raise ConfigError(f"{name}.{unknown[0]}: unknown setting; known in [{name}]: {', '.join(specs)}")
         values = {
-            key: _coerce(f"{name}.{key}", value, specs[key], (sources or {}).get(f"{name}.{key}", ""))
+            key: coerce(f"{name}.{key}", value, specs[key], (sources or {}).get(f"{name}.{key}", ""))
             for key, value in given.items()
         }
         sections[name] = dataclasses.replace(current, **values)
@@ -268,25 +336,11 @@ def _check_consistency(settings: Settings) -> None:
             raise ConfigError(f"{key}: must start with {' or '.join(schemes)}; got a value that does not")
 
 
-_SCHEDULE_TYPES: dict[str, type | tuple[type, ...]] = {
-    "name": str,
-    "start_url": str,
-    "cron": str,
-    "pipeline": str,
-    "max_depth": int,
-    "max_pages": int,
-    "next_selector": str,
-    "link_selector": str,
-    "scope": str,
-    "conditional": bool,
-}
+_SCHEDULE_KEYS = ("name", "cron", "start_url")
 
 
 def _schedules(raw: Any) -> tuple[ScheduleSpec, ...]:
-    """Validate `[[schedule]]` tables: names unique, URLs fetchable, cron expressions valid."""
-    from pipeline.cronexpr import CronError, parse_cron
-    from pipeline.urls import InvalidURL, normalise_url
-
+    """Validate `[[schedule]]` tables: names unique, cron expressions and URLs valid, options known."""
     if not isinstance(raw, list):
         raise ConfigError("schedule: expected [[schedule]] tables")
     specs: list[ScheduleSpec] = []
@@ -294,30 +348,27 @@ def _schedules(raw: Any) -> tuple[ScheduleSpec, ...]:
         label = f"schedule[{table.get('name', index)!s}]" if isinstance(table, dict) else f"schedule[{index}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{label}: expected a table")
-        for key, value in table.items():
-            expected = _SCHEDULE_TYPES.get(key)
-            if expected is None:
-                raise ConfigError(f"{label}.{key}: unknown setting; known: {', '.join(_SCHEDULE_TYPES)}")
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ConfigError(f"{label}.{key}: expected {getattr(expected, '__name__', expected)}, got {value!r}")
-        for key in ("name", "start_url", "cron"):
+        for key in _SCHEDULE_KEYS:
             if not table.get(key):
                 raise ConfigError(f"{label}.{key}: required")
+            if not isinstance(table[key], str):
+                raise ConfigError(f"{label}.{key}: expected a string, got {table[key]!r}")
         try:
-            parse_cron(table["cron"])
-        except CronError as exc:
+            check_cron(table["cron"])
+        except ValueError as exc:
             raise ConfigError(f"{label}.cron: {exc}") from None
         try:
             normalise_url(table["start_url"])
         except InvalidURL as exc:
             raise ConfigError(f"{label}.start_url: {exc}") from None
-        if table.get("pipeline", "web") not in ("web", "api"):
-            raise ConfigError(f"{label}.pipeline: must be web or api, got {table['pipeline']!r}")
-        if table.get("scope") is not None and table["scope"] not in ("host", "domain", "any"):
-            raise ConfigError(f"{label}.scope: must be one of host, domain, any; got {table['scope']!r}")
+        options = {"conditional": True} | crawl_option_values(
+            {k: v for k, v in table.items() if k not in _SCHEDULE_KEYS}, label + "."
+        )
         if any(s.name == table["name"] for s in specs):
             raise ConfigError(f"{label}.name: two schedules are named {table['name']!r}")
-        specs.append(ScheduleSpec(**table))
+        specs.append(
+            ScheduleSpec(name=table["name"], cron=table["cron"], start_url=table["start_url"], options=options)
+        )
     return tuple(specs)
 
 

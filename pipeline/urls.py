@@ -11,13 +11,11 @@ from collections import OrderedDict
 from typing import Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+from pipeline.errors import InvalidURL
+
 Scope = Literal["host", "domain", "any"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class InvalidURL(ValueError):
-    """A string that is not an absolute http(s) URL this pipeline can fetch."""
 
 
 def normalise_url(url: str, base: str | None = None) -> str:
@@ -60,7 +58,7 @@ class LinkResolver:
 
     Sites repeat their navigation on every page, and an absolute link (`https://…`) or a
     root-relative one (`/docs/x`) resolves to the same URL on every page of the same origin;
-    normalising costs ~12 µs a link, a lookup well under one. Relative links (`../x`, `x`)
+    normalising costs far more than a lookup. Relative links (`../x`, `x`)
     depend on the page's path and are always resolved afresh. Bounded: the least recently used
     entries are dropped beyond `size`.
     """
@@ -121,7 +119,7 @@ def url_host(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
-def in_scope(url: str, start_url: str, scope: Scope) -> bool:
+def in_scope(url: str, start_url: str, scope: Scope | str) -> bool:
     """Whether a crawl that started at `start_url` may follow `url`.
 
     `host`: the same host only; `domain`: the start host and its subdomains (a leading `www.`

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.services import ServiceProcess, start_mongo, start_redis, start_s3
+from pipeline.embedded.processes import ServiceProcess, start_mongo, start_redis
 from pipeline.settings import Settings
+from tests.servers.s3 import start_s3
 
 # moto accepts any credentials; botocore insists there are some.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")

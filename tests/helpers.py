@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from pipeline.api import Pipeline
-from pipeline.crawls import CrawlStatus
+from pipeline.crawl.status import CrawlStatus
 from pipeline.settings import Settings
-from pipeline.worker import build_worker
+from pipeline.worker.settings import build_worker
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def run_burst_worker(settings: Settings, timeout: float = 120) -> None:
@@ -59,3 +66,64 @@ class StaticSite:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env.update(
+        PIPELINE_CONFIG=str(ROOT / "config.toml"),
+        PIPELINE_REDIS_URL=settings.redis.url,
+        PIPELINE_REDIS_QUEUE=settings.redis.queue,
+        PIPELINE_MONGO_URL=settings.mongo.url,
+        PIPELINE_MONGO_DB=settings.mongo.db,
+        PIPELINE_S3_BUCKET=settings.s3.bucket,
+        PIPELINE_S3_ENDPOINT_URL=settings.s3.endpoint_url,
+        PIPELINE_FETCH_ALLOW_PRIVATE_NETWORKS="true",
+        PIPELINE_FETCH_CONCURRENCY="64",
+        PIPELINE_FETCH_PER_HOST="16",
+        PIPELINE_FETCH_RETRY_BASE_DELAY="0.05",
+        PIPELINE_CPU_PROCESSES="1",
+        PIPELINE_STORAGE_DATA_DIR=str(Path(settings.storage.data_dir)),
+    )
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class WorkerProcess:
+    """`arq pipeline.WorkerSettings` in a child process, run by arq's console script as users run
+    it, its log in a file."""
+
+    def __init__(self, settings: Settings, log: Path, **extra_env: str) -> None:
+        env = service_env(settings)
+        env.update(extra_env)
+        self.log_path = log
+        with log.open("w") as handle:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "arq"), "pipeline.WorkerSettings"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=handle,
+            )
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    async def stop(self, timeout: float = 40) -> tuple[int, str]:
+        """SIGTERM, then wait for the exit code; returns it with the log."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(self.process.wait, timeout)
+        return code, self.log_path.read_text()

@@ -8,10 +8,10 @@ import pytest
 from arq.connections import create_pool
 
 from pipeline.api import Pipeline
-from pipeline.connections import arq_redis_settings
-from pipeline.serialization import deserialize, serialize
+from pipeline.errors import InvalidURL
 from pipeline.settings import Settings
-from pipeline.urls import InvalidURL
+from pipeline.worker.queue import arq_redis_settings
+from pipeline.worker.serialization import deserialize, serialize
 from tests.helpers import StaticSite, run_burst_worker
 
 

@@ -8,8 +8,8 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from pipeline.settings import Settings
-from pipeline.site import SiteConfig, ThreadedSite, expected_child_paths, flaky_paths, missing_paths
 from tests.helpers import crawl_to_completion
+from tests.servers.site import SiteConfig, ThreadedSite, expected_child_paths, flaky_paths, missing_paths
 
 
 async def test_paginated_crawl_stores_every_page_once(settings: Settings, s3_client: Any) -> None:

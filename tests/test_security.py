@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from pipeline.blobs import FileBlobStore, blob_key, clean_prefix
-from pipeline.services import find_redis_server, free_port
+from pipeline.embedded.processes import find_redis_server, free_port
 from pipeline.settings import Settings
-from tests.helpers import StaticSite, crawl_to_completion
-from tests.test_cli import ROOT, run_cli, service_env
+from pipeline.store.blobs import FileBlobStore, blob_key, clean_prefix
+from tests.helpers import ROOT, StaticSite, crawl_to_completion, run_cli, service_env
 
 PASSWORD = "s3cret-Pa55word"
 

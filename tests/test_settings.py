@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import ConfigError, Settings, load_settings
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

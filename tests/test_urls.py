@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.urls import InvalidURL, LinkResolver, in_scope, normalise_url, url_digest
+from pipeline.errors import InvalidURL
+from pipeline.urls import LinkResolver, in_scope, normalise_url, url_digest
 
 
 @pytest.mark.parametrize(

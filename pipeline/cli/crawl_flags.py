@@ -1,0 +1,42 @@
+"""The flags of `pipeline crawl`, one per crawl option, made from their one declaration.
+
+Each option of `CrawlSettings` becomes `--name-with-dashes` (a list option is repeated, a yes/no
+option has a `--no-` form) with the declared help. Values stay as typed: `CrawlOptions.build`
+checks them exactly as it checks the API's keywords and `[[schedule]]` keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pipeline.settings import CRAWL_OPTIONS
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_crawl_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("crawl options (defaults from [crawl] in the configuration)")
+    for name, spec in CRAWL_OPTIONS.items():
+        declared: Any = spec.default
+        kind = type(declared)
+        default = ", ".join(declared) if kind is tuple else declared
+        help_text = f"{spec.metadata['help']} (default: {default if default != '' else 'none'})"
+        metavar = spec.metadata.get("metavar") or None
+        if kind is bool:
+            group.add_argument(
+                flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        elif kind is tuple:
+            group.add_argument(flag(name), dest=name, action="append", default=None, metavar=metavar, help=help_text)
+        elif spec.metadata.get("choices"):
+            group.add_argument(flag(name), dest=name, choices=spec.metadata["choices"], default=None, help=help_text)
+        else:
+            group.add_argument(flag(name), dest=name, default=None, metavar=metavar, help=help_text)
+
+
+def given_crawl_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The crawl options the command line set, by option name."""
+    return {name: getattr(args, name) for name in CRAWL_OPTIONS if getattr(args, name, None) is not None}

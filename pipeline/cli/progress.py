@@ -1,0 +1,60 @@
+"""How the commands show a crawl: a progress bar on a terminal, a report, or one JSON object."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TextIO
+
+from pipeline.crawl.status import CrawlStatus
+
+
+def report(status: CrawlStatus, as_json: bool, out: TextIO) -> None:
+    data = status.to_dict()
+    if as_json:
+        out.write(json.dumps(data) + "\n")
+        return
+    out.write(f"crawl {status.crawl_id}: {status.state}  ({status.start_url})\n")
+    for key in (
+        "discovered",
+        "fetched",
+        "stored",
+        "unchanged",
+        "failed",
+        "retries",
+        "pending",
+        "lists",
+        "lists_failed",
+    ):
+        out.write(f"  {key:<13}{data[key]:>8}\n")
+    skipped = data["skipped_invalid"] + data["skipped_scope"] + data["capped"]
+    if skipped:
+        out.write(
+            f"  {'skipped':<13}{skipped:>8}  (invalid {data['skipped_invalid']}, "
+            f"out of scope {data['skipped_scope']}, over max-pages {data['capped']})\n"
+        )
+    out.write(f"  {'duration':<13}{data['duration_s']:>8.1f}s\n")
+    for host, limit in status.host_limits.items():
+        out.write(f"  concurrency limit for {host}: {limit} requests in flight per worker\n")
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent when stderr is not one."""
+
+    def __init__(self, stream: TextIO, width: int = 30) -> None:
+        self._stream = stream
+        self._width = width
+        self._enabled = stream.isatty()
+        self._started = time.monotonic()
+
+    def __call__(self, status: CrawlStatus) -> None:
+        if not self._enabled:
+            return
+        settled = status.stored + status.failed
+        total = max(status.discovered, 1)
+        filled = int(self._width * min(settled / total, 1.0))
+        rate = settled / max(time.monotonic() - self._started, 1e-6)
+        bar = "#" * filled + "." * (self._width - filled)
+        line = f"\r[{bar}] {settled}/{status.discovered} settled, {status.failed} failed, {rate:.0f} pages/s"
+        self._stream.write(line + ("\n" if status.done else ""))
+        self._stream.flush()

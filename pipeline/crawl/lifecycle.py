@@ -1,0 +1,80 @@
+"""How a crawl starts, completes, and reports its status.
+
+Shared by the Python API (which starts crawls and reads their status) and the settle stage
+(whose last settled URL completes the crawl).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from pipeline.crawl.options import CrawlOptions
+from pipeline.crawl.status import COUNTERS, COUNTERS_SKIPPED, CrawlStatus
+from pipeline.schedule.frontier import Discovery, Frontier
+from pipeline.store.mongo import MongoStore, utcnow
+from pipeline.urls import url_host
+
+
+def completion_job_id(crawl_id: str, name: str) -> str:
+    return f"done:{crawl_id}:{name}"
+
+
+def new_crawl_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+async def start_crawl(store: MongoStore, frontier: Frontier, options: CrawlOptions) -> str:
+    """Record a new crawl and queue its start page as the first list page."""
+    crawl_id = new_crawl_id()
+    await store.create_crawl(
+        {
+            "_id": crawl_id,
+            "start_url": options.start_url,
+            "options": options.to_dict(),
+            "state": "running",
+            "created_at": utcnow(),
+            "finished_at": None,
+            "counters": {},
+        }
+    )
+    await frontier.create(crawl_id, options.to_dict())
+    start = Discovery(options.start_url, "list", 0, options.list_job)
+    await frontier.register(crawl_id, [start], max_pages=options.max_pages, max_queued=options.max_queued)
+    return crawl_id
+
+
+async def complete_crawl(store: MongoStore, frontier: Frontier, crawl_id: str, options: CrawlOptions) -> bool:
+    """Queue the completion jobs, copy the final counters and mark the crawl done.
+
+    True for the one caller that marked it. The completion jobs are queued first, under ids
+    derived from the crawl, so a caller that dies in between is simply repeated (by its job's
+    retry) without queueing anything twice; each completion job records that it ran.
+    """
+    for name in options.on_complete:
+        await frontier.enqueue_once(name, [crawl_id], completion_job_id(crawl_id, name))
+    counters = await frontier.counters(crawl_id)
+    # Queue occupancy is live state, not a result: the last jobs are leaving the queue right now.
+    final = {k: v for k, v in counters.items() if k not in ("queued", "waiting", "max_queued")}
+    return await store.finish_crawl(crawl_id, final)
+
+
+async def crawl_status(store: MongoStore, frontier: Frontier, crawl_id: str) -> CrawlStatus | None:
+    """Live counters from Redis while the crawl runs; the record's copy once it is done."""
+    record = await store.get_crawl(crawl_id)
+    if record is None:
+        return None
+    counters = dict(record.get("counters") or {})
+    if record.get("state") != "done":
+        counters = await frontier.counters(crawl_id) or counters
+    start_url = record.get("start_url", "")
+    host = url_host(start_url)
+    limit = await frontier.host_limit(host) if host else None
+    return CrawlStatus(
+        crawl_id=crawl_id,
+        start_url=record.get("start_url", ""),
+        state=record.get("state", "unknown"),
+        created_at=record.get("created_at"),
+        finished_at=record.get("finished_at"),
+        counters={k: int(v) for k, v in counters.items() if k in COUNTERS + COUNTERS_SKIPPED + ("pending",)},
+        host_limits={host: limit} if limit is not None else {},
+    )

@@ -1,0 +1,66 @@
+"""A crawl's options: `CrawlSettings` (the `[crawl]` section) plus the start URL.
+
+Every option is declared once, in `pipeline.settings.CrawlSettings`, with its default, bounds and
+help. `CrawlOptions.build` is the one place a crawl's options are put together: the API, the
+CLI and the schedules all call it, so they accept the same names and check them the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.settings import CrawlSettings, crawl_option_values
+from pipeline.urls import normalise_url
+
+# Each pipeline's list job, item job and completion jobs (None: the `on_complete` default).
+PIPELINES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
+    "web": ("crawl", "fetch_page", None),
+    "api": ("collect_list", "collect_object", ("collect_summary",)),
+}
+
+
+@dataclass(frozen=True)
+class CrawlOptions(CrawlSettings):
+    """How one crawl walks its site: every `[crawl]` option, its start URL and its schedule."""
+
+    start_url: str = ""
+    schedule: str | None = None  # the `[[schedule]]` that started it, if any
+
+    @classmethod
+    def build(cls, start_url: str, defaults: CrawlSettings, **given: Any) -> CrawlOptions:
+        """Validated options for a crawl of `start_url`: `defaults` overridden by `given`.
+
+        An option given as None is taken as not given. Raises `InvalidURL` for the URL and
+        `ConfigError` (a `ValueError`) naming the option for anything else, before anything is
+        queued.
+        """
+        schedule = given.pop("schedule", None)
+        values = crawl_option_values({name: value for name, value in given.items() if value is not None})
+        list_job, item_job, on_complete = PIPELINES[values.get("pipeline", defaults.pipeline)]
+        if on_complete is not None and "on_complete" not in values:
+            values["on_complete"] = on_complete
+        options = dataclasses.replace(
+            cls(**_fields_of(defaults)), **values, start_url=normalise_url(start_url), schedule=schedule
+        )
+        return dataclasses.replace(
+            options, list_job=options.list_job or list_job, item_job=options.item_job or item_job
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CrawlOptions:
+        """Options as a crawl record stores them (names this version does not know are ignored)."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(known[k].default, tuple) else v for k, v in data.items() if k in known
+        }
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _fields_of(self)
+
+
+def _fields_of(instance: Any) -> dict[str, Any]:
+    return {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}

@@ -1,0 +1,1 @@
+"""The download stage: GETs under per-host limits, behind the SSRF guard."""

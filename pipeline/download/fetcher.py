@@ -1,0 +1,225 @@
+"""The download stage: one GET, with limits, timeouts, redirects, a size cap and an SSRF guard.
+
+`Fetcher.get` either returns a `Response` (any final status, 2xx or not) or raises `FetchError`
+saying whether trying again could help. Deciding *when* to retry belongs to the settle stage
+(`pipeline.settle.retries`); this module only classifies. Per-host limits are in
+`pipeline.download.host_limits`, the SSRF guard in `pipeline.download.ssrf_guard`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from pipeline.download.host_limits import AdaptiveLimiter, SlotReport
+from pipeline.download.response import Response
+from pipeline.download.ssrf_guard import GuardedResolver, blocked_cause, check_host
+from pipeline.errors import BlockedAddress, FetchError, InvalidURL, PermanentFailure
+from pipeline.settings import FetchSettings
+from pipeline.urls import normalise_url, url_host
+
+_REDIRECTS = {301, 302, 303, 307, 308}
+_OVERLOAD = {429, 503, 504}
+_CHUNK = 64 * 1024
+
+
+_KEPT_HEADERS = ("etag", "last-modified", "content-encoding", "content-language", "server")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def conditional_headers(validators: dict[str, str]) -> dict[str, str]:
+    """The headers of a conditional GET from a page's stored ETag and Last-Modified."""
+    headers = {}
+    if validators.get("etag"):
+        headers["If-None-Match"] = validators["etag"]
+    if validators.get("last_modified"):
+        headers["If-Modified-Since"] = validators["last_modified"]
+    return headers
+
+
+def create_session(settings: FetchSettings) -> aiohttp.ClientSession:
+    """The worker's one HTTP session, its connector sized to the concurrency it is allowed."""
+    connector = aiohttp.TCPConnector(
+        limit=settings.concurrency,
+        # The adaptive limiter decides per-host concurrency; a connector cap below it would queue
+        # requests silently, which reads as rising latency and makes the limiter back off.
+        limit_per_host=0,
+        resolver=GuardedResolver(settings.allow_private_networks),
+        ttl_dns_cache=300,
+        enable_cleanup_closed=True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+        ),
+        headers={"User-Agent": settings.user_agent, "Accept-Encoding": "gzip, deflate"},
+        auto_decompress=True,
+        raise_for_status=False,
+        # Cookies from one crawled site must not leak into requests to another.
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+class Fetcher:
+    """GETs pages through the shared session under the shared limits."""
+
+    def __init__(self, session: aiohttp.ClientSession, limiter: AdaptiveLimiter, settings: FetchSettings) -> None:
+        self._session = session
+        self._limiter = limiter
+        self._settings = settings
+
+    async def get_ok(self, url: str, *, priority: bool = False, validators: dict[str, str] | None = None) -> Response:
+        """A 2xx response, or 304 to a conditional GET; any other status is a `PermanentFailure`."""
+        response = await self.get(url, conditional_headers(validators) if validators else None, priority=priority)
+        if validators and response.status == 304:
+            return response
+        if not 200 <= response.status < 300:
+            raise PermanentFailure(f"HTTP {response.status}", response.status)
+        return response
+
+    async def get(self, url: str, headers: dict[str, str] | None = None, *, priority: bool = False) -> Response:
+        """GET `url`, following redirects; `priority` requests (list pages) are served first."""
+        started = time.perf_counter()
+        current = url
+        visited = {url}
+        for hop in range(self._settings.max_redirects + 1):
+            status, resp_headers, body, truncated = await self._request(current, headers, priority)
+            location = resp_headers.get("Location") if status in _REDIRECTS else None
+            if location is None:
+                return self._response(url, current, status, resp_headers, body, truncated, hop, started)
+            try:
+                target = normalise_url(location, current)
+            except InvalidURL as exc:
+                raise FetchError(f"bad redirect from {current}: {exc}", retryable=False, status=status) from None
+            if target in visited:
+                raise FetchError(f"redirect loop at {target}", retryable=False, status=status)
+            visited.add(target)
+            current = target
+        raise FetchError(f"more than {self._settings.max_redirects} redirects", retryable=False, status=status)
+
+    async def _request(
+        self, url: str, headers: dict[str, str] | None, priority: bool = False
+    ) -> tuple[int, CIMultiDictProxy[str], bytes, bool]:
+        host = url_host(url)
+        try:
+            check_host(host, self._settings.allow_private_networks)
+            async with self._limiter.slot(host, priority=priority) as report:
+                return await self._exchange(url, headers, report)
+        except FetchError:
+            raise
+        except BlockedAddress as exc:
+            raise FetchError(str(exc), retryable=False) from None
+        except TimeoutError:
+            raise FetchError("timed out", retryable=True) from None
+        except aiohttp.TooManyRedirects:
+            raise FetchError("too many redirects", retryable=False) from None
+        except aiohttp.InvalidURL as exc:
+            raise FetchError(f"invalid URL: {exc}", retryable=False) from None
+        except (aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
+            raise FetchError(f"truncated or corrupt body: {exc}", retryable=True) from None
+        except aiohttp.ClientResponseError as exc:
+            # Malformed status line or headers: the server is broken in a way a retry rarely fixes,
+            # but one retry is cheap and covers half-written responses.
+            raise FetchError(f"bad response: {exc.message}", retryable=True, status=exc.status or None) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            blocked = blocked_cause(exc)
+            if blocked is not None:
+                raise FetchError(str(blocked), retryable=False) from None
+            raise FetchError(f"connection error: {type(exc).__name__}: {exc}", retryable=True) from None
+
+    async def _exchange(
+        self, url: str, headers: dict[str, str] | None, report: SlotReport
+    ) -> tuple[int, CIMultiDictProxy[str], bytes, bool]:
+        """One request and response, telling the host's concurrency controller how it went."""
+        started = time.perf_counter()
+        try:
+            async with self._session.get(url, allow_redirects=False, headers=headers) as resp:
+                latency = time.perf_counter() - started
+                if resp.status == 429 or resp.status >= 500:
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    # 429, 503 and 504 say "too much": back off. Other 5xx are the page's fault.
+                    if resp.status in _OVERLOAD:
+                        report.overload(retry_after)
+                    else:
+                        report.error()
+                    raise FetchError(f"HTTP {resp.status}", retryable=True, status=resp.status, retry_after=retry_after)
+                report.success(latency)
+                if resp.status in _REDIRECTS:
+                    return resp.status, resp.headers, b"", False
+                body, truncated = await self._read_capped(resp)
+                return resp.status, resp.headers, body, truncated
+        except TimeoutError:
+            report.overload()
+            raise
+        except (aiohttp.ClientError, OSError):
+            report.error()
+            raise
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        """Read at most `max_body_bytes` of the (decompressed) body; a gzip bomb stops at the cap."""
+        cap = self._settings.max_body_bytes
+        declared = resp.content_length
+        if declared is not None and declared <= cap and "Content-Encoding" not in resp.headers:
+            body = await resp.content.readexactly(declared) if declared else b""
+            return body, False
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            room = cap - size
+            if len(chunk) >= room:
+                chunks.append(chunk[:room])
+                return b"".join(chunks), len(chunk) > room or not resp.content.at_eof()
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks), False
+
+    def _response(
+        self,
+        url: str,
+        final_url: str,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        truncated: bool,
+        redirects: int,
+        started: float,
+    ) -> Response:
+        raw_type = headers.get("Content-Type", "")
+        media, _, params = raw_type.partition(";")
+        charset = None
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.lower() == "charset" and value:
+                charset = value.strip("\"' ").lower()
+        return Response(
+            url=url,
+            final_url=final_url,
+            status=status,
+            content_type=media.strip().lower(),
+            charset=charset,
+            body=body,
+            truncated=truncated,
+            redirects=redirects,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+            headers={k: headers[k] for k in _KEPT_HEADERS if k in headers},
+        )

@@ -1,0 +1,1 @@
+"""The embedded default: with no Redis or MongoDB configured, local ones under the data folder."""

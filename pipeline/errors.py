@@ -1,0 +1,97 @@
+"""Every exception the pipeline raises on purpose, in one module that imports nothing.
+
+Kept apart so that any module (and a program catching them) can import them without pulling in
+a client library, and so that pool processes, which import next to nothing, could too.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class of the exceptions below."""
+
+
+# --- bad input: the caller can fix these -------------------------------------------------------
+
+
+class ConfigError(PipelineError, ValueError):
+    """A setting has a value the program cannot run with."""
+
+
+class InvalidURL(PipelineError, ValueError):
+    """A string that is not an absolute http(s) URL this pipeline can fetch."""
+
+
+class InvalidSelector(PipelineError, ValueError):
+    """A CSS selector selectolax cannot parse."""
+
+
+class CrawlNotFound(PipelineError, LookupError):
+    """No crawl has that id."""
+
+
+class InvalidPayload(PipelineError, TypeError):
+    """A job's arguments do not fit its function: the job fails, the worker carries on."""
+
+
+# --- outcomes of a page ------------------------------------------------------------------------
+
+
+class PermanentFailure(PipelineError):
+    """A URL that no retry will fix (404, not HTML where HTML is needed, blocked address...)."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class FetchError(PipelineError):
+    """A fetch that produced no usable response.
+
+    `retryable` is true for faults that may pass (connection errors, timeouts, 429, 5xx);
+    `retry_after` carries the server's `Retry-After` in seconds when it sent one.
+    """
+
+    def __init__(
+        self, reason: str, *, retryable: bool, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+class BlockedAddress(PipelineError, OSError):
+    """The destination resolves to an address the configuration does not allow (the SSRF guard).
+
+    An `OSError` because aiohttp's connector expects its resolver to fail with one.
+    """
+
+
+class RetryLater(PipelineError):
+    """The job should run again after `delay` seconds (the worker turns this into arq's retry)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"retry in {delay:.2f}s")
+        self.delay = delay
+
+
+# --- our own infrastructure --------------------------------------------------------------------
+
+
+class CpuTimeout(PipelineError):
+    """A CPU task ran past its timeout; its process was killed."""
+
+
+class CpuPoolBroken(PipelineError):
+    """A pool process died under the task; the pool was rebuilt and the task may be retried."""
+
+
+class BlobStoreError(PipelineError):
+    """S3 refused or failed a write; transient as far as the job is concerned (it is retried)."""
+
+
+class ServiceError(PipelineError, RuntimeError):
+    """A local service could not be found, started, reused or stopped."""

@@ -1,0 +1,119 @@
+"""The parse stage: bytes of an HTML page in, the fields we store and the links we follow out.
+
+selectolax's Lexbor parser is fast enough that parsing on the event loop costs less than
+shipping the page to another process (bench/RESULTS.md has the figures); the heavier text
+crunching goes to the CPU pool (`pipeline.crunch`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+
+from selectolax.lexbor import LexborHTMLParser, SelectolaxError
+
+from pipeline.download.response import Response
+from pipeline.errors import InvalidSelector
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.IGNORECASE)
+_INVISIBLE = ["script", "style", "noscript", "template", "svg"]
+
+
+@dataclass(frozen=True)
+class ParsedPage:
+    title: str | None
+    description: str | None
+    canonical: str | None
+    language: str | None
+    base_url: str | None
+    links: list[str]
+    next_links: list[str]
+    text: str  # visible text; the CPU stage counts and fingerprints its words
+
+    @property
+    def link_count(self) -> int:
+        return len(self.links)
+
+
+def parse_response(response: Response, *, link_selector: str, next_selector: str | None = None) -> ParsedPage | None:
+    """The parsed page of an HTML response; None for any other content type (stored unparsed)."""
+    if not response.is_html:
+        return None
+    html = decode_html(response.body, response.charset)
+    return parse_html(html, link_selector=link_selector, next_selector=next_selector)
+
+
+def check_selector(selector: str) -> None:
+    """Raise `InvalidSelector` unless selectolax accepts `selector`."""
+    try:
+        LexborHTMLParser("<html></html>").css(selector)
+    except SelectolaxError:
+        raise InvalidSelector(f"invalid CSS selector {selector!r}") from None
+
+
+def _known_codec(name: str | None) -> str | None:
+    if not name:
+        return None
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def decode_html(body: bytes, charset: str | None) -> str:
+    """Decode with the HTTP charset, else a `<meta charset>` in the head, else UTF-8; never fails."""
+    encoding = _known_codec(charset)
+    if encoding is None:
+        match = _META_CHARSET.search(body[:4096])
+        encoding = _known_codec(match.group(1).decode("ascii") if match else None)
+    if encoding is None and body.startswith(codecs.BOM_UTF8):
+        encoding = "utf-8-sig"
+    return body.decode(encoding or "utf-8", errors="replace")
+
+
+def _attr(tree: LexborHTMLParser, selector: str, name: str) -> str | None:
+    node = tree.css_first(selector)
+    if node is None:
+        return None
+    value = node.attributes.get(name)
+    return value.strip() if value and value.strip() else None
+
+
+def _hrefs(tree: LexborHTMLParser, selector: str) -> list[str]:
+    hrefs = []
+    for node in tree.css(selector):
+        href = node.attributes.get("href")
+        if href:
+            hrefs.append(href)
+    return hrefs
+
+
+def parse_html(html: str, *, link_selector: str, next_selector: str | None = None) -> ParsedPage:
+    """Extract metadata, raw link targets and visible text.
+
+    Links are returned as written (relative); the caller resolves them against `base_url` or the
+    page URL, because resolution and scope are crawl decisions, not parsing ones.
+    """
+    tree = LexborHTMLParser(html)
+    title_node = tree.css_first("title")
+    title = title_node.text(strip=True) if title_node is not None else None
+    links = _hrefs(tree, link_selector)
+    next_links = _hrefs(tree, next_selector) if next_selector else []
+    base_url = _attr(tree, "base[href]", "href")
+    description = _attr(tree, 'meta[name="description" i]', "content")
+    canonical = _attr(tree, 'link[rel="canonical" i]', "href")
+    language = _attr(tree, "html[lang]", "lang")
+    tree.strip_tags(_INVISIBLE)
+    body = tree.body
+    text = body.text(separator=" ", strip=True) if body is not None else ""
+    return ParsedPage(
+        title=title or None,
+        description=description,
+        canonical=canonical,
+        language=language.lower() if language else None,
+        base_url=base_url,
+        links=links,
+        next_links=next_links,
+        text=text,
+    )

@@ -1,0 +1,30 @@
+-- Move parked members back into the queue (a backlog refill), in order, up to the bound.
+--
+-- Only members still parked move, so concurrent refills of the same backlog documents queue
+-- each URL once.
+--
+-- KEYS[1]  the crawl's url hash      KEYS[2]  its stats hash      KEYS[3]  the queue
+-- ARGV[1]  now, ms                   ARGV[2]  job record expiry, ms
+-- ARGV[3]  arq's job key prefix      ARGV[4]  max_queued
+-- ARGV[5..] groups of three: member, job id, job record
+-- Reply: {members queued, members dealt with (queued, or found queued already)}
+local urls, stats, queue = KEYS[1], KEYS[2], KEYS[3]
+local now, expires, prefix, max_queued = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local queued = tonumber(redis.call('HGET', stats, 'queued') or '0')
+local promoted, examined = 0, 0
+for i = 5, #ARGV, 3 do
+  local member, job_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if queued + promoted >= max_queued then break end
+  examined = examined + 1
+  if redis.call('HGET', urls, member) == 'w' then
+    redis.call('HSET', urls, member, 'q')
+    redis.call('PSETEX', prefix .. job_id, expires, payload)
+    redis.call('ZADD', queue, now, job_id)
+    promoted = promoted + 1
+  end
+end
+if promoted > 0 then
+  redis.call('HINCRBY', stats, 'queued', promoted)
+  redis.call('HINCRBY', stats, 'waiting', -promoted)
+end
+return {promoted, examined}

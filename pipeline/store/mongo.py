@@ -1,0 +1,89 @@
+"""Page metadata, failures and crawl records in MongoDB.
+
+Page documents go through the group commit (`pipeline.store.group_commit`); failures and crawl
+records are rare enough to be written one by one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from pipeline.store.group_commit import BatchWriter, Document
+
+__all__ = ["Document", "MongoStore", "utcnow"]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class MongoStore:
+    """Collections `pages`, `failures` and `crawls` of the configured database."""
+
+    def __init__(self, client: AsyncMongoClient[Document], db_name: str, batch_size: int, batch_delay: float) -> None:
+        self.client = client
+        self.db: AsyncDatabase[Document] = client[db_name]
+        self.pages = self.db["pages"]
+        self.failures = self.db["failures"]
+        self.crawls = self.db["crawls"]
+        self._batch_size, self._batch_delay = batch_size, batch_delay
+        self._writers: dict[str, BatchWriter] = {"pages": BatchWriter(self.pages, batch_size, batch_delay)}
+
+    async def ensure_indexes(self) -> None:
+        await self.pages.create_index([("url", ASCENDING)], unique=True)
+        await self.pages.create_index([("crawl_id", ASCENDING)])
+        await self.failures.create_index([("crawl_id", ASCENDING), ("url", ASCENDING)], unique=True)
+        # The API collector's results (`jobs/collect.py`): upserted by URL, read per crawl.
+        await self.db["objects"].create_index([("url", ASCENDING)], unique=True)
+        await self.db["objects"].create_index([("crawl_id", ASCENDING)])
+
+    async def save_page(self, page: Document) -> None:
+        """Upsert the page's document by URL (batched with other jobs' writes)."""
+        await self.save_document("pages", {"url": page["url"]}, page)
+
+    async def save_document(self, collection: str, key: Mapping[str, Any], document: Document) -> None:
+        """Upsert `document` into `collection` by `key`, batched with other jobs' writes to it."""
+        writer = self._writers.get(collection)
+        if writer is None:
+            writer = self._writers[collection] = BatchWriter(self.db[collection], self._batch_size, self._batch_delay)
+        await writer.upsert(key, {"$set": document})
+
+    async def record_failure(self, failure: Document) -> None:
+        await self.failures.update_one(
+            {"crawl_id": failure["crawl_id"], "url": failure["url"]}, {"$set": failure}, upsert=True
+        )
+
+    async def create_crawl(self, record: Document) -> None:
+        await self.crawls.insert_one(record)
+
+    async def get_crawl(self, crawl_id: str) -> Document | None:
+        return await self.crawls.find_one({"_id": crawl_id})
+
+    async def latest_crawl(self) -> Document | None:
+        return await self.crawls.find_one({}, sort=[("created_at", -1)])
+
+    async def finish_crawl(self, crawl_id: str, counters: Mapping[str, Any]) -> bool:
+        """Mark a running crawl done; True only for the one call that made the change."""
+        result = await self.crawls.update_one(
+            {"_id": crawl_id, "state": "running"},
+            {"$set": {"state": "done", "finished_at": utcnow(), "counters": dict(counters)}},
+        )
+        return result.modified_count == 1
+
+    async def validators(self, urls: list[str]) -> dict[str, dict[str, str]]:
+        """The ETag / Last-Modified stored for each of `urls` that has any (one query)."""
+        known: dict[str, dict[str, str]] = {}
+        async for doc in self.pages.find({"url": {"$in": urls}}, {"url": 1, "etag": 1, "last_modified": 1}):
+            found = {k: doc[k] for k in ("etag", "last_modified") if doc.get(k)}
+            if found:
+                known[doc["url"]] = found
+        return known
+
+    async def drain(self) -> None:
+        for writer in self._writers.values():
+            await writer.drain()

@@ -1,0 +1,171 @@
+"""Everything a worker shares between its jobs, opened once at startup and closed at shutdown.
+
+One HTTP session, one MongoDB client, one S3 client, one process pool, one set of limits per
+worker: never one per job. The whole bundle travels in arq's `ctx` under `ctx["pipeline"]`;
+what it opens is registered on the worker's one exit stack (`pipeline.worker.lifecycle`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+
+from pipeline.connections import mongo_client, redis_client
+from pipeline.crawl.options import CrawlOptions
+from pipeline.crunch.pool import CpuPool
+from pipeline.download.fetcher import Fetcher, create_session
+from pipeline.download.host_limits import AdaptiveLimiter, AdaptiveSettings
+from pipeline.schedule.backlog import Backlog
+from pipeline.schedule.frontier import Frontier
+from pipeline.settings import Settings
+from pipeline.store.blobs import BlobStore, FileBlobStore, S3BlobStore
+from pipeline.store.mongo import MongoStore
+from pipeline.urls import LinkResolver
+from pipeline.worker.remote_cpu import RemoteCpu
+
+_OPTIONS_CACHE_SIZE = 256
+T = TypeVar("T")
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    frontier: Frontier
+    store: MongoStore
+    blobs: BlobStore
+    fetcher: Fetcher
+    limiter: AdaptiveLimiter
+    backlog: Backlog
+    cpu: CpuPool | None  # this worker's pool; None when CPU work goes to CPU workers
+    remote_cpu: RemoteCpu | None
+    links: LinkResolver = field(default_factory=LinkResolver)
+    _options: OrderedDict[str, CrawlOptions] = field(default_factory=OrderedDict)
+
+    async def crawl_options(self, crawl_id: str) -> CrawlOptions:
+        """A crawl's options, cached: they never change while the crawl runs."""
+        cached = self._options.get(crawl_id)
+        if cached is not None:
+            self._options.move_to_end(crawl_id)
+            return cached
+        raw = await self.frontier.options(crawl_id)
+        if raw is None:
+            record = await self.store.get_crawl(crawl_id)
+            if record is None:
+                raise LookupError(f"unknown crawl {crawl_id!r}")
+            raw = record["options"]
+        options = CrawlOptions.from_dict(raw)
+        self._options[crawl_id] = options
+        if len(self._options) > _OPTIONS_CACHE_SIZE:
+            self._options.popitem(last=False)
+        return options
+
+    async def compute(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a CPU-stage function: in this worker's pool, or on a CPU worker when roles are split."""
+        if self.cpu is not None:
+            return await self.cpu.run(fn, *args)
+        if self.remote_cpu is None:
+            raise RuntimeError("this worker has no CPU stage")
+        result: T = await self.remote_cpu.run(fn, *args)
+        return result
+
+
+def adaptive_settings(settings: Settings) -> AdaptiveSettings:
+    """Per-host limits between `fetch.per_host_min` and `fetch.per_host`; fixed when not adaptive."""
+    fetch = settings.fetch
+    if not fetch.adaptive:
+        return AdaptiveSettings(min_limit=fetch.per_host, max_limit=fetch.per_host, initial_limit=fetch.per_host)
+    return AdaptiveSettings(
+        min_limit=fetch.per_host_min,
+        max_limit=fetch.per_host,
+        initial_limit=max(fetch.per_host_min, min(fetch.per_host_initial, fetch.per_host)),
+    )
+
+
+def cpu_pool(settings: Settings) -> CpuPool:
+    """The worker's process pool, sized and batched as `[cpu]` says."""
+    return CpuPool(
+        settings.cpu_processes,
+        settings.cpu_max_in_flight,
+        settings.cpu.timeout,
+        batch_delay=settings.cpu.batch_delay_ms / 1000,
+        batch_size=settings.cpu.batch_size,
+    )
+
+
+async def open_blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStore:
+    """S3 when a bucket is configured, else a folder under the data directory."""
+    if not settings.s3.bucket:
+        return FileBlobStore(settings.data_dir / "blobs", settings.s3.prefix)
+    import aioboto3
+    from aiobotocore.config import AioConfig
+
+    config = AioConfig(
+        max_pool_connections=settings.s3.max_pool_connections,
+        # Checksums on every put cost CPU for nothing on a content-addressed store.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    session = aioboto3.Session()
+    client: Any = await stack.enter_async_context(
+        session.client(
+            "s3",
+            endpoint_url=settings.s3.endpoint_url or None,
+            region_name=settings.s3.region,
+            config=config,
+        )
+    )
+    store = S3BlobStore(client, settings.s3.bucket, settings.s3.prefix)
+    await store.open(await session.get_credentials(), max_connections=settings.s3.max_pool_connections)
+    stack.push_async_callback(store.close)
+    return store
+
+
+async def open_resources(
+    settings: Settings, redis: Redis, stack: AsyncExitStack, *, local_cpu: bool = True
+) -> Resources:
+    """Open every shared resource, each registered on `stack` to be closed with it.
+
+    With `local_cpu` false (an I/O worker) there is no process pool: CPU work goes to CPU workers.
+    """
+    client = mongo_client(settings)
+    stack.push_async_callback(client.close)
+    store = MongoStore(client, settings.mongo.db, settings.storage.batch_size, settings.storage.batch_delay_ms / 1000)
+    stack.push_async_callback(store.drain)
+    await store.ensure_indexes()
+    blobs = await open_blob_store(settings, stack)
+    session = create_session(settings.fetch)
+    stack.push_async_callback(session.close)
+    limiter = AdaptiveLimiter(settings.fetch.concurrency, adaptive_settings(settings))
+    cpu: CpuPool | None = None
+    remote_cpu: RemoteCpu | None = None
+    if local_cpu:
+        cpu = cpu_pool(settings)
+        stack.callback(cpu.close)
+        await cpu.start_processes()
+    else:
+        # A CPU worker's queue may be busy: allow for waiting, not just for the work.
+        remote_cpu = RemoteCpu(redis, redis_client(settings), settings.cpu.queue, settings.cpu.timeout * 4)
+        remote_cpu.start()
+        stack.push_async_callback(remote_cpu.close)
+    frontier = Frontier(redis, settings.redis.queue)
+    backlog = Backlog(store.db["backlog"], frontier)
+    await backlog.ensure_indexes()
+    return Resources(
+        settings=settings,
+        frontier=frontier,
+        backlog=backlog,
+        store=store,
+        blobs=blobs,
+        fetcher=Fetcher(session, limiter, settings.fetch),
+        limiter=limiter,
+        cpu=cpu,
+        remote_cpu=remote_cpu,
+    )

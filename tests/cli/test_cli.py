@@ -1,0 +1,120 @@
+"""The commands users type: `arq pipeline.WorkerSettings` and `pipeline ...`, as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from pipeline.settings import Settings
+from tests.helpers import ROOT, run_cli, service_env
+from tests.servers.site import SiteConfig, ThreadedSite, expected_child_paths, missing_paths
+
+
+@pytest.mark.slow
+def test_arq_worker_process_and_cli_crawl(settings: Settings) -> None:
+    env = service_env(settings)
+    config = SiteConfig(pages=150, per_list_page=40, latency_ms=5, missing_rate=0.02, seed=3)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "arq", "pipeline.WorkerSettings"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with ThreadedSite(config) as site:
+            result = run_cli("crawl", site.base_url + "/list", "--wait", "--json", "--timeout", "90", env=env)
+        assert result.returncode == 0, result.stderr
+        report: dict[str, Any] = json.loads(result.stdout)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, worker_log = worker.communicate(timeout=30)
+    assert worker.returncode == 0, worker_log
+    assert "Traceback" not in worker_log
+
+    missing = len(missing_paths(config))
+    assert report["stored"] == len(expected_child_paths(config)) - missing
+    assert report["failed"] == missing
+    assert report["discovered"] == report["stored"] + report["failed"]
+    assert report["duration_s"] > 0 and report["crawl_id"]
+    with MongoClient(settings.mongo.url) as client:
+        db = client[settings.mongo.db]
+        assert db.pages.count_documents({"crawl_id": report["crawl_id"]}) == report["stored"]
+        assert db.failures.count_documents({"crawl_id": report["crawl_id"]}) == report["failed"]
+        assert db.crawls.find_one({"_id": report["crawl_id"]})["state"] == "done"  # type: ignore[index]
+
+    status = run_cli("status", report["crawl_id"], "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["stored"] == report["stored"]
+
+
+@pytest.mark.parametrize(
+    "url", ["mailto:someone@example.com", "ftp://example.com/x", "not a url", "javascript:alert(1)"]
+)
+def test_crawl_refuses_bad_urls(settings: Settings, url: str) -> None:
+    result = run_cli("crawl", url, env=service_env(settings))
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_configuration_stops_with_the_key_named(settings: Settings, tmp_path: Path) -> None:
+    env = service_env(settings)
+    env["PIPELINE_FETCH_CONCURRENCY"] = "many"
+    result = run_cli("status", env=env)
+    assert result.returncode == 2
+    assert "fetch.concurrency" in result.stderr and "PIPELINE_FETCH_CONCURRENCY" in result.stderr
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[crawl]\nscope = 'everywhere'\n")
+    env = service_env(settings)
+    env["PIPELINE_CONFIG"] = str(bad)
+    worker = subprocess.run(
+        [sys.executable, "-m", "arq", "pipeline.WorkerSettings"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert worker.returncode != 0
+    assert "crawl.scope" in worker.stderr and "Traceback" not in worker.stderr
+
+
+def test_status_of_unknown_crawl(settings: Settings) -> None:
+    result = run_cli("status", "nosuchcrawl", env=service_env(settings))
+    assert result.returncode == 1
+    assert "no crawl with id 'nosuchcrawl'" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_on_embedded_services(tmp_path: Path) -> None:
+    """The README's first command: no services configured, everything embedded under the data folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env["PIPELINE_STORAGE_DATA_DIR"] = str(tmp_path / "data")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "demo", "--pages", "60", "--latency-ms", "5", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["state"] == "done"
+    assert report["stored"] + report["failed"] == report["discovered"] == 60
+    assert report["stored"] >= 55
+    assert report["bodies"] == (tmp_path / "data" / "blobs").resolve().as_uri()
+    assert list((tmp_path / "data" / "blobs" / "bodies").glob("*/*"))  # the bodies, by digest
+    assert not (tmp_path / "data" / "services.json").exists()  # embedded services stopped again

@@ -1,0 +1,75 @@
+"""`arq pipeline.WorkerSettings`, as users start it, runs the pipeline's own worker.
+
+The worker is arq's console script in a child process; Redis is restarted under it mid-crawl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from pipeline.api import Pipeline
+from pipeline.embedded.processes import ServiceProcess, start_redis
+from pipeline.settings import Settings
+from tests.helpers import WorkerProcess
+from tests.servers.site import SiteConfig, ThreadedSite, expected_child_paths
+
+pytestmark = pytest.mark.slow
+
+
+async def _stored(settings: Settings, crawl_id: str) -> int:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)
+    try:
+        return await client[settings.mongo.db].pages.count_documents({"crawl_id": crawl_id})
+    finally:
+        await client.close()
+
+
+async def test_arq_cli_worker_rides_out_a_redis_restart(settings: Settings, s3_client: Any, tmp_path: Path) -> None:
+    redis = await asyncio.to_thread(start_redis, tmp_path / "redis", persistent=True)
+    port = urlsplit(redis.url).port
+    holder: dict[str, ServiceProcess] = {"redis": redis}
+    settings = settings.replace(redis={"url": redis.url})
+    config = SiteConfig(pages=300, per_list_page=100, latency_ms=80, latency_sigma=0.1)
+    env = {"PIPELINE_WORKER_MAX_JOBS": "40", "PIPELINE_FETCH_CONCURRENCY": "40"}
+    try:
+        with ThreadedSite(config) as site:
+            async with Pipeline(settings) as pipeline:
+                crawl_id = await pipeline.crawl(site.base_url + "/list")
+            worker = WorkerProcess(settings, tmp_path / "worker.log", **env)
+            try:
+                async with asyncio.timeout(60):
+                    while await _stored(settings, crawl_id) < 40:
+                        await asyncio.sleep(0.1)
+                holder["redis"].stop()  # SIGTERM: Redis writes its append-only file and exits
+                stored_before = await _stored(settings, crawl_id)
+                await asyncio.sleep(3)
+                holder["redis"] = await asyncio.to_thread(start_redis, tmp_path / "redis", persistent=True, port=port)
+                async with Pipeline(settings) as pipeline:
+                    status = await pipeline.wait(crawl_id, timeout=120)
+            finally:
+                code, log = await worker.stop()
+            hits = dict(site.site.hits)
+    finally:
+        holder["redis"].stop()
+
+    assert code == 0, log
+    assert "pipeline worker ready" in log  # the pipeline's worker, not arq's stock one
+    assert "Traceback" not in log
+    expected = {site.base_url + p for p in expected_child_paths(config)}
+    assert stored_before < len(expected)  # Redis went away mid-crawl
+    assert status.done and status.failed == 0 and status.stored == len(expected)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)
+    try:
+        pages = await client[settings.mongo.db].pages.find({"crawl_id": crawl_id}).to_list()
+    finally:
+        await client.close()
+    assert sorted(p["url"] for p in pages) == sorted(expected)  # every page, once
+    listed = await s3_client.list_objects_v2(Bucket=settings.s3.bucket)
+    assert {o["Key"] for o in listed.get("Contents", [])} == {p["blob_key"] for p in pages}
+    assert all(n <= 2 for n in hits.values())  # at most the pages in flight when Redis left
