@@ -132,7 +132,7 @@ def render(summary: Summary, top: int, cpu_ms_per_page: float | None = None) -> 
         out.append(f"  {100 * share:5.1f}%{per_page}  {stage}")
     for title, counts in (
         ("process and thread", summary.places),
-        ("pipeline call site (deepest pipeline/ or jobs/ frame)", summary.sites),
+        ("pipeline call site (deepest pipeline/ frame)", summary.sites),
         ("package (inclusive)", summary.packages),
         ("function (self)", summary.functions),
     ):

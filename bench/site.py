@@ -2,7 +2,7 @@
 
 The benchmark needs the site's counters (requests, repeated fetches, requests in flight), but a
 site in another process cannot be read like `ThreadedSite.site.hits`. This serves the same
-`pipeline.site.DemoSite` (same options as `python -m pipeline.site`) under uvloop, so it keeps up
+`tests.servers.site.DemoSite` (same options as `python -m tests.servers.site`) under uvloop, so it keeps up
 with a thousand requests in flight, and answers `GET /_stats` with its counters as JSON. The
 stats requests are answered before the site's own bookkeeping, so reading them changes nothing.
 """

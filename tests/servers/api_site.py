@@ -1,6 +1,6 @@
 """A deterministic paginated JSON API on loopback, for the collector's tests, demo and benchmark.
 
-The web pipeline has `pipeline.site`; the API collector needs the other classic shape of fan-out
+The web pipeline has `tests.servers.site`; the API collector needs the other classic shape of fan-out
 work: a paginated listing of objects, each needing two more calls (the object, its details).
 Every response here is a pure function of an `ApiSiteConfig` and an id, so tests can compute what
 a collection must store (`object_ids`, `flaky_ids`, `missing_ids`) and check it against what the
@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point: serve the API until interrupted."""
     serve_from_command_line(
         argv,
-        prog="python -m pipeline.apisite",
+        prog="python -m tests.servers.api_site",
         description="Serve the synthetic paginated JSON API until interrupted.",
         config_type=ApiSiteConfig,
         make_site=ApiSite,

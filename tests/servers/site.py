@@ -1,4 +1,4 @@
-"""A deterministic synthetic website on loopback, for the tests, `pipeline demo` and the benchmark.
+"""A deterministic synthetic website on loopback, for the tests and the benchmark.
 
 Crawling the real web makes tests flaky and benchmarks meaningless, so this module serves a site
 whose every page is a pure function of a `SiteConfig` and an index. Tests can therefore compute
@@ -404,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point: serve the site until interrupted."""
     serve_from_command_line(
         argv,
-        prog="python -m pipeline.site",
+        prog="python -m tests.servers.site",
         description="Serve the synthetic demo site until interrupted.",
         config_type=SiteConfig,
         make_site=DemoSite,
