@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pymongo import AsyncMongoClient
+
 from pipeline.api import Pipeline
 from pipeline.crawl.status import CrawlStatus
 from pipeline.settings import Settings
@@ -127,3 +129,11 @@ class WorkerProcess:
             self.process.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(self.process.wait, timeout)
         return code, self.log_path.read_text()
+
+
+async def stored_count(settings: Settings, crawl_id: str) -> int:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)
+    try:
+        return await client[settings.mongo.db].pages.count_documents({"crawl_id": crawl_id})
+    finally:
+        await client.close()

@@ -22,8 +22,13 @@ def add_crawl_options(parser: argparse.ArgumentParser) -> None:
     for name, spec in CRAWL_OPTIONS.items():
         declared: Any = spec.default
         kind = type(declared)
-        default = ", ".join(declared) if kind is tuple else declared
-        help_text = f"{spec.metadata['help']} (default: {default if default != '' else 'none'})"
+        if kind is tuple:
+            default = ", ".join(declared) or "none"
+        elif kind is bool:
+            default = "yes" if declared else "no"
+        else:
+            default = declared if declared != "" else "none"
+        help_text = f"{spec.metadata['help']} (default: {default})"
         metavar = spec.metadata.get("metavar") or None
         if kind is bool:
             group.add_argument(

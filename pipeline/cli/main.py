@@ -28,7 +28,6 @@ from pipeline.crawl.options import CrawlOptions
 from pipeline.embedded.services import needs_embedded
 from pipeline.errors import ConfigError, CrawlNotFound, InvalidSelector, InvalidURL, ServiceError
 from pipeline.settings import Settings, load_settings
-from pipeline.urls import normalise_url
 from pipeline.worker.settings import build_worker
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -112,9 +111,11 @@ def _check_options(args: argparse.Namespace) -> None:
 
 async def _crawl(args: argparse.Namespace, settings: Settings) -> int:
     _check_options(args)
-    normalise_url(args.url)  # refuse a bad URL before starting anything
     options = given_crawl_options(args)
-    CrawlOptions.build(args.url, settings.crawl, **options)  # refuse bad options before starting anything
+    try:  # refuse a bad URL or option before starting anything
+        CrawlOptions.build(args.url, settings.crawl, **options)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     async with services(settings) as resolved, Pipeline(resolved) as pipeline:
         crawl_id = await pipeline.crawl(args.url, **options)
         if not args.wait:

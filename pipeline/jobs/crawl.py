@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.errors import PermanentFailure
 from pipeline.parse.html import parse_response
-from pipeline.schedule.discover import add_validators, discover
+from pipeline.schedule.discover import discover
 from pipeline.settle.outcome import Attempt, check_payload, finish
 from pipeline.settle.retries import settle
 from pipeline.worker.context import WorkerContext
@@ -26,8 +26,6 @@ async def crawl(ctx: WorkerContext, crawl_id: str, url: str, depth: int = 0) -> 
         if parsed is None:
             raise PermanentFailure("list page is not HTML")
         found = discover(url, parsed, options, depth=depth + 1, include_next=True, links=res.links)
-        if options.conditional:
-            found.items = await add_validators(res.store, found.items)
         await res.backlog.schedule(crawl_id, options, found)
         await finish(res, crawl_id, "list", url, stored=True, fetched=True, attempt=attempt)
 

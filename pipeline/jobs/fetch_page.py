@@ -8,7 +8,7 @@ import hashlib
 from pipeline.crunch.fingerprint import fingerprint
 from pipeline.download.response import Response
 from pipeline.parse.html import ParsedPage, parse_response
-from pipeline.schedule.discover import add_validators, discover
+from pipeline.schedule.discover import discover
 from pipeline.settle.outcome import Attempt, check_payload, check_validators, finish
 from pipeline.settle.retries import ride_out, settle
 from pipeline.store.documents import page_document
@@ -43,8 +43,6 @@ async def fetch_page(
         await store_page(res, crawl_id, depth, attempt.number, response, parsed, started)
         if parsed is not None and depth < options.max_depth:
             found = discover(url, parsed, options, depth=depth + 1, include_next=False, links=res.links)
-            if options.conditional:
-                found.items = await add_validators(res.store, found.items)
             await res.backlog.schedule(crawl_id, options, found)
         await finish(res, crawl_id, "page", url, stored=True, fetched=True, attempt=attempt)
 

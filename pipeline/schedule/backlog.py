@@ -19,9 +19,9 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from pipeline.crawl.options import CrawlOptions
-from pipeline.schedule.discover import Found
+from pipeline.schedule.discover import Found, add_validators
 from pipeline.schedule.frontier import Discovery, Frontier, RegisterResult, job_id
-from pipeline.store.mongo import Document
+from pipeline.store.mongo import Document, MongoStore
 
 log = logging.getLogger("pipeline.backlog")
 
@@ -33,15 +33,22 @@ SWEEP_INTERVAL_S = 2.0
 class Backlog:
     """The `backlog` collection and the moves between it and the queue."""
 
-    def __init__(self, collection: AsyncCollection[Document], frontier: Frontier) -> None:
-        self._collection = collection
+    def __init__(self, store: MongoStore, frontier: Frontier) -> None:
+        self._store = store
+        self._collection: AsyncCollection[Document] = store.db["backlog"]
         self._frontier = frontier
 
     async def ensure_indexes(self) -> None:
         await self._collection.create_index([("crawl_id", ASCENDING), ("seq", ASCENDING)])
 
     async def schedule(self, crawl_id: str, options: CrawlOptions, found: Found) -> RegisterResult:
-        """Queue what `found` holds that is new; park what does not fit in the queue."""
+        """Queue what `found` holds that is new; park what does not fit in the queue.
+
+        A conditional crawl's child pages carry the validators stored for them, so their GETs
+        can come back 304.
+        """
+        if options.conditional:
+            found.items = await add_validators(self._store, found.items)
         result = await self._frontier.register(
             crawl_id,
             found.items,

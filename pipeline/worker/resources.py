@@ -156,7 +156,7 @@ async def open_resources(
         remote_cpu.start()
         stack.push_async_callback(remote_cpu.close)
     frontier = Frontier(redis, settings.redis.queue)
-    backlog = Backlog(store.db["backlog"], frontier)
+    backlog = Backlog(store, frontier)
     await backlog.ensure_indexes()
     return Resources(
         settings=settings,

@@ -16,18 +16,10 @@ from pymongo import AsyncMongoClient
 from pipeline.api import Pipeline
 from pipeline.embedded.processes import ServiceProcess, start_redis
 from pipeline.settings import Settings
-from tests.helpers import WorkerProcess
+from tests.helpers import WorkerProcess, stored_count
 from tests.servers.site import SiteConfig, ThreadedSite, expected_child_paths
 
 pytestmark = pytest.mark.slow
-
-
-async def _stored(settings: Settings, crawl_id: str) -> int:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)
-    try:
-        return await client[settings.mongo.db].pages.count_documents({"crawl_id": crawl_id})
-    finally:
-        await client.close()
 
 
 async def test_arq_cli_worker_rides_out_a_redis_restart(settings: Settings, s3_client: Any, tmp_path: Path) -> None:
@@ -44,10 +36,10 @@ async def test_arq_cli_worker_rides_out_a_redis_restart(settings: Settings, s3_c
             worker = WorkerProcess(settings, tmp_path / "worker.log", **env)
             try:
                 async with asyncio.timeout(60):
-                    while await _stored(settings, crawl_id) < 40:
+                    while await stored_count(settings, crawl_id) < 40:
                         await asyncio.sleep(0.1)
                 holder["redis"].stop()  # SIGTERM: Redis writes its append-only file and exits
-                stored_before = await _stored(settings, crawl_id)
+                stored_before = await stored_count(settings, crawl_id)
                 await asyncio.sleep(3)
                 holder["redis"] = await asyncio.to_thread(start_redis, tmp_path / "redis", persistent=True, port=port)
                 async with Pipeline(settings) as pipeline:

@@ -15,18 +15,10 @@ from pymongo import AsyncMongoClient
 
 from pipeline.api import Pipeline
 from pipeline.settings import Settings
-from tests.helpers import WorkerProcess
+from tests.helpers import WorkerProcess, stored_count
 from tests.servers.site import SiteConfig, ThreadedSite, expected_child_paths
 
 pytestmark = pytest.mark.slow
-
-
-async def stored_count(settings: Settings, crawl_id: str) -> int:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)
-    try:
-        return await client[settings.mongo.db].pages.count_documents({"crawl_id": crawl_id})
-    finally:
-        await client.close()
 
 
 async def wait_until(predicate: Any, timeout: float) -> None:
