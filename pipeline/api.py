@@ -6,11 +6,15 @@
         print(status.stored, status.failed)
 
 `Pipeline` talks to Redis and MongoDB only; workers (`arq pipeline.WorkerSettings`) do the work.
+It also steers crawls (`pause`, `resume`, `cancel`, `retry`, `pause_schedule`, `resume_schedule`):
+each returns the crawl's status right after the action, and raises `CrawlNotFound` for an
+unknown id and `InvalidTransition` for an action the crawl's state does not allow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -18,11 +22,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from pipeline.connections import mongo_client, redis_client
+from pipeline.crawl.control import CrawlControl
 from pipeline.crawl.lifecycle import crawl_status, start_crawl
 from pipeline.crawl.options import CrawlOptions
 from pipeline.crawl.periodic import schedule_overview
 from pipeline.crawl.status import CrawlStatus
 from pipeline.errors import ConfigError, CrawlNotFound
+from pipeline.schedule.backlog import Backlog
 from pipeline.schedule.frontier import Frontier
 from pipeline.settings import Settings, load_settings
 from pipeline.store.mongo import Document, MongoStore
@@ -43,6 +49,7 @@ class Pipeline:
         self._mongo: Any = None
         self._store: MongoStore | None = None
         self._frontier: Frontier | None = None
+        self._control: CrawlControl | None = None
 
     async def __aenter__(self) -> Pipeline:
         await self.connect()
@@ -60,6 +67,7 @@ class Pipeline:
         self._mongo = mongo_client(self.settings)
         self._store = MongoStore(self._mongo, self.settings.mongo.db, 1, 0)
         self._frontier = Frontier(self._redis, self.settings.redis.queue)
+        self._control = CrawlControl(self._store, self._frontier, Backlog(self._store.db["backlog"], self._frontier))
         await self._store.ensure_indexes()
 
     async def close(self) -> None:
@@ -74,6 +82,12 @@ class Pipeline:
         if self._store is None or self._frontier is None:
             raise RuntimeError("Pipeline is not connected: use `async with Pipeline() as pipeline:`")
         return self._store, self._frontier
+
+    @property
+    def control(self) -> CrawlControl:
+        if self._control is None:
+            raise RuntimeError("Pipeline is not connected: use `async with Pipeline() as pipeline:`")
+        return self._control
 
     async def crawl(self, start_url: str, **options: Any) -> str:
         """Queue a crawl of `start_url` (a list page) and return its id.
@@ -110,15 +124,57 @@ class Pipeline:
         poll_interval: float = 0.5,
         on_progress: Callable[[CrawlStatus], None] | None = None,
     ) -> CrawlStatus:
-        """Wait until the crawl is done; raises `TimeoutError` after `timeout` seconds if given."""
+        """Wait until the crawl has finished (done, failed or cancelled: see `CrawlStatus.state`);
+        raises `TimeoutError` after `timeout` seconds if given."""
         async with asyncio.timeout(timeout):
             while True:
                 status = await self.status(crawl_id)
                 if on_progress is not None:
                     on_progress(status)
-                if status.done:
+                if status.finished:
                     return status
                 await asyncio.sleep(poll_interval)
+
+    async def pause(self, crawl_id: str) -> CrawlStatus:
+        """Stop workers starting the crawl's jobs (they stay queued); running jobs finish."""
+        await self.control.pause(crawl_id)
+        return await self.status(crawl_id)
+
+    async def resume(self, crawl_id: str) -> CrawlStatus:
+        await self.control.resume(crawl_id)
+        return await self.status(crawl_id)
+
+    async def cancel(self, crawl_id: str, *, timeout: float = 60.0, poll_interval: float = 0.5) -> CrawlStatus:
+        """Cancel the crawl and wait (up to `timeout` seconds) until its running jobs have ended.
+
+        The status returned is `cancelled`, with counters that add up (`cancelled` counts the
+        URLs that never ran), or still `cancelling` if jobs were running at the deadline; the
+        workers end it when the last of them settles.
+        """
+        if await self.control.cancel(crawl_id):
+            return await self.status(crawl_id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not await self.control.sweep_cancelling(crawl_id):
+                    await asyncio.sleep(poll_interval)
+        return await self.status(crawl_id)
+
+    async def retry(self, crawl_id: str) -> CrawlStatus:
+        """Queue the crawl's recorded failures again as fresh attempts; it runs until done again."""
+        await self.control.retry(crawl_id)
+        return await self.status(crawl_id)
+
+    async def pause_schedule(self, name: str) -> None:
+        """Skip the schedule's ticks (each recorded as skipped) until `resume_schedule`."""
+        await self.control.pause_schedule(self.settings, name)
+
+    async def resume_schedule(self, name: str) -> None:
+        await self.control.resume_schedule(self.settings, name)
+
+    async def running_jobs(self, crawl_id: str) -> int:
+        """How many of the crawl's jobs are running right now (after a pause, they are finishing)."""
+        _, frontier = self._parts()
+        return await frontier.running_jobs(crawl_id)
 
     async def workers_running(self) -> bool:
         """Whether any worker has reported on this queue recently (arq's health-check key)."""

@@ -27,7 +27,12 @@ class InvalidSelector(PipelineError, ValueError):
 
 
 class CrawlNotFound(PipelineError, LookupError):
-    """No crawl has that id."""
+    """No crawl (or schedule) has that id (or name)."""
+
+
+class InvalidTransition(PipelineError, ValueError):
+    """The crawl (or schedule) is in a state the action does not apply to: pausing a finished
+    crawl, resuming a running one, retrying one that has no failures..."""
 
 
 class InvalidPayload(PipelineError, TypeError):

@@ -88,6 +88,9 @@ class WorkerSettingsSection:
     keep_result: float = _setting(0.0, min=0)
     lease: float = _setting(10.0, min=1)
     shutdown_grace: float = _setting(20.0, min=0)
+    # Prometheus metrics and /health: the first free port from this one up; 0: neither is served.
+    metrics_port: int = _setting(9540, min=0)
+    metrics_host: str = _setting("127.0.0.1")
     # Extra job functions (yours), as "package.module:function", registered in every worker.
     functions: tuple[str, ...] = _setting(())
 

@@ -60,7 +60,8 @@ def settings(
         mongo={"url": mongo_server.url, "db": f"test_{tag}"},
         s3={"bucket": f"test-{tag}", "endpoint_url": s3_server.url},
         storage={"data_dir": str(tmp_path / "data"), "batch_delay_ms": 2.0},
-        worker={"max_jobs": 50, "poll_delay": 0.01, "job_timeout": 20.0, "max_tries": 3},
+        # Metrics off unless a test asks: in-process workers would otherwise all serve them.
+        worker={"max_jobs": 50, "poll_delay": 0.01, "job_timeout": 20.0, "max_tries": 3, "metrics_port": 0},
         fetch={
             "allow_private_networks": True,
             "retry_base_delay": 0.05,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from pymongo import AsyncMongoClient
 from pipeline.api import Pipeline
 from pipeline.crawl.status import CrawlStatus
 from pipeline.settings import Settings
+from pipeline.worker.arq_worker import PipelineWorker
 from pipeline.worker.settings import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +31,27 @@ async def run_burst_worker(settings: Settings, timeout: float = 120) -> None:
             await worker.async_run()
     finally:
         await worker.close()
+
+
+@contextlib.asynccontextmanager
+async def running_workers(settings: Settings, count: int = 2, **overrides: Any) -> AsyncIterator[list[PipelineWorker]]:
+    """`count` arq workers polling the queue on this event loop until the block ends."""
+    workers = [build_worker(settings, handle_signals=False, **overrides) for _ in range(count)]
+    tasks = [asyncio.create_task(worker.async_run()) for worker in workers]
+    try:
+        yield workers
+    finally:
+        for worker, task in zip(workers, tasks, strict=True):
+            await worker.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30, interval: float = 0.05) -> None:
+    """Wait until `check()` is true; fails the test after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(interval)
 
 
 async def crawl_to_completion(settings: Settings, start_url: str, **options: Any) -> CrawlStatus:
@@ -85,6 +109,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         PIPELINE_FETCH_PER_HOST="16",
         PIPELINE_FETCH_RETRY_BASE_DELAY="0.05",
         PIPELINE_CPU_PROCESSES="1",
+        PIPELINE_WORKER_METRICS_PORT="0",
         PIPELINE_STORAGE_DATA_DIR=str(Path(settings.storage.data_dir)),
     )
     return env

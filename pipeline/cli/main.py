@@ -1,6 +1,8 @@
-"""The `pipeline` command: crawl, worker, status, schedules, demo.
+"""The `pipeline` command: crawl, worker, status, schedules, pause, resume, cancel, retry,
+dashboard, demo.
 
-Exit codes: 0 success, 1 failure, 2 bad input (invalid URL, option or configuration),
+Exit codes: 0 success, 1 failure (a crawl that failed or was cancelled), 2 bad input (invalid
+URL, option or configuration; an unknown crawl; an action the crawl's state does not allow),
 3 `--wait` timed out, 130 interrupted.
 """
 
@@ -23,10 +25,12 @@ from pipeline.cli.crawl_flags import add_crawl_options, given_crawl_options
 from pipeline.cli.demo import run_demo
 from pipeline.cli.progress import Progress, report
 from pipeline.cli.runtime import in_process_worker, services
+from pipeline.cli.steer import add_steering_commands, finished, run_steering
 from pipeline.connections import redact
 from pipeline.crawl.options import CrawlOptions
 from pipeline.embedded.services import needs_embedded
-from pipeline.errors import ConfigError, CrawlNotFound, InvalidSelector, InvalidURL, ServiceError
+from pipeline.errors import ConfigError, CrawlNotFound, InvalidSelector, InvalidTransition, InvalidURL, ServiceError
+from pipeline.observe.json_logs import JsonFormatter
 from pipeline.settings import Settings, load_settings
 from pipeline.worker.settings import build_worker
 
@@ -42,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description="Crawl sites with arq workers, MongoDB and S3.")
     parser.add_argument("--config", metavar="PATH", help="config file (default: $PIPELINE_CONFIG, else ./config.toml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the workers do")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="json: one JSON object per log line"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     crawl = commands.add_parser("crawl", help="start a crawl at a list page")
@@ -61,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
     schedules = commands.add_parser("schedules", help="list the [[schedule]]s with their last and next runs")
     schedules.add_argument("--json", action="store_true")
 
+    add_steering_commands(commands)
+
+    dashboard = commands.add_parser("dashboard", help="serve a live web dashboard of crawls, workers and schedules")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
+    dashboard.add_argument(
+        "--token",
+        default=None,
+        help="token the page must present (default: $PIPELINE_DASHBOARD_TOKEN); required off loopback",
+    )
+
     demo = commands.add_parser("demo", help="crawl a local demo site end to end on embedded services")
     demo.add_argument("--pages", type=int, default=300, help="child pages on the demo site (default 300)")
     demo.add_argument("--latency-ms", type=float, default=40.0, help="median response time (default 40)")
@@ -70,17 +88,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if args.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     if not args.verbose:
         logging.getLogger("arq").setLevel(logging.WARNING)
     try:
         settings = load_settings(args.config)
         return uvloop.run(_dispatch(args, settings))
-    except (ConfigError, UsageError, InvalidURL, InvalidSelector) as exc:
+    except (ConfigError, UsageError, InvalidURL, InvalidSelector, CrawlNotFound, InvalidTransition) as exc:
         prefix = "invalid configuration" if isinstance(exc, ConfigError) else "error"
         print(f"pipeline: {prefix}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -101,6 +120,12 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _status(args, settings)
     if args.command == "schedules":
         return await _schedules(args, settings)
+    if args.command in ("pause", "resume", "cancel", "retry"):
+        return await run_steering(args, settings)
+    if args.command == "dashboard":
+        from pipeline.dashboard.server import run_dashboard
+
+        return await run_dashboard(settings, host=args.host, port=args.port, token=args.token)
     return await run_demo(settings, pages=args.pages, latency_ms=args.latency_ms, as_json=args.json)
 
 
@@ -134,8 +159,7 @@ async def _crawl(args: argparse.Namespace, settings: Settings) -> int:
                 report(status, args.json, sys.stdout)
                 print(f"pipeline: crawl {crawl_id} not done after {args.timeout:g}s", file=sys.stderr)
                 return EXIT_TIMEOUT
-        report(status, args.json, sys.stdout)
-        return 0
+        return finished(status, args.json)
 
 
 async def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -153,11 +177,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _status(args: argparse.Namespace, settings: Settings) -> int:
     async with services(settings) as resolved, Pipeline(resolved) as pipeline:
-        try:
-            status = await pipeline.status(args.crawl_id)
-        except CrawlNotFound as exc:
-            print(f"pipeline: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
+        status = await pipeline.status(args.crawl_id)
         report(status, args.json, sys.stdout)
         return 0
 
@@ -174,7 +194,7 @@ async def _schedules(args: argparse.Namespace, settings: Settings) -> int:
     for row in rows:
         last = row["last_run_at"].isoformat(timespec="seconds") if row["last_run_at"] else "never"
         state = f" ({row['last_crawl_state']}: {row['last_crawl_id']})" if row["last_crawl_id"] else ""
-        print(f"{row['name']}: {row['cron']}  {row['start_url']}")
+        print(f"{row['name']}: {row['cron']}  {row['start_url']}" + ("  (paused)" if row["paused"] else ""))
         print(f"  last run  {last}{state}")
         print(f"  next run  {row['next_run'].isoformat(timespec='seconds')}")
         print(

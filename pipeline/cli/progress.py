@@ -6,7 +6,8 @@ import json
 import time
 from typing import TextIO
 
-from pipeline.crawl.status import CrawlStatus
+from pipeline.connections import redact
+from pipeline.crawl.status import PAGE_OUTCOMES, CrawlStatus
 
 
 def report(status: CrawlStatus, as_json: bool, out: TextIO) -> None:
@@ -14,19 +15,12 @@ def report(status: CrawlStatus, as_json: bool, out: TextIO) -> None:
     if as_json:
         out.write(json.dumps(data) + "\n")
         return
-    out.write(f"crawl {status.crawl_id}: {status.state}  ({status.start_url})\n")
-    for key in (
-        "discovered",
-        "fetched",
-        "stored",
-        "unchanged",
-        "failed",
-        "retries",
-        "pending",
-        "lists",
-        "lists_failed",
-    ):
-        out.write(f"  {key:<13}{data[key]:>8}\n")
+    out.write(f"crawl {status.crawl_id}: {status.state}  ({redact(status.start_url)})\n")
+    if status.error:
+        out.write(f"  error: {redact(status.error)}\n")
+    for key in ("discovered", "fetched", *PAGE_OUTCOMES, "retries", "pending", "lists", "lists_failed"):
+        if key != "cancelled" or data[key]:
+            out.write(f"  {key:<13}{data[key]:>8}\n")
     skipped = data["skipped_invalid"] + data["skipped_scope"] + data["capped"]
     if skipped:
         out.write(
@@ -50,11 +44,11 @@ class Progress:
     def __call__(self, status: CrawlStatus) -> None:
         if not self._enabled:
             return
-        settled = status.stored + status.failed
+        settled = status.settled
         total = max(status.discovered, 1)
         filled = int(self._width * min(settled / total, 1.0))
         rate = settled / max(time.monotonic() - self._started, 1e-6)
         bar = "#" * filled + "." * (self._width - filled)
         line = f"\r[{bar}] {settled}/{status.discovered} settled, {status.failed} failed, {rate:.0f} pages/s"
-        self._stream.write(line + ("\n" if status.done else ""))
+        self._stream.write(line + ("\n" if status.finished else ""))
         self._stream.flush()

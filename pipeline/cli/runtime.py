@@ -27,8 +27,9 @@ async def services(settings: Settings) -> AsyncIterator[Settings]:
 
 @contextlib.asynccontextmanager
 async def in_process_worker(settings: Settings) -> AsyncIterator[None]:
-    """A worker running on this event loop for as long as the block runs."""
-    worker = build_worker(settings, handle_signals=False)
+    """A worker running on this event loop for as long as the block runs (it serves no metrics:
+    the command is not a worker a Prometheus would scrape)."""
+    worker = build_worker(settings.replace(worker={"metrics_port": 0}), handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
         yield

@@ -9,8 +9,8 @@ from __future__ import annotations
 import uuid
 
 from pipeline.crawl.options import CrawlOptions
-from pipeline.crawl.status import COUNTERS, COUNTERS_SKIPPED, CrawlStatus
-from pipeline.schedule.frontier import Discovery, Frontier
+from pipeline.crawl.status import ACTIVE_STATES, COUNTERS, COUNTERS_SKIPPED, FINISHED_STATES, CrawlStatus
+from pipeline.schedule.frontier import CONTROL_FIELDS, Discovery, Frontier
 from pipeline.store.mongo import MongoStore, utcnow
 from pipeline.urls import url_host
 
@@ -44,18 +44,40 @@ async def start_crawl(store: MongoStore, frontier: Frontier, options: CrawlOptio
 
 
 async def complete_crawl(store: MongoStore, frontier: Frontier, crawl_id: str, options: CrawlOptions) -> bool:
-    """Queue the completion jobs, copy the final counters and mark the crawl done.
+    """The crawl's last URL has settled: mark it done (or failed, or cancelled) with its final counters.
 
-    True for the one caller that marked it. The completion jobs are queued first, under ids
-    derived from the crawl, so a caller that dies in between is simply repeated (by its job's
-    retry) without queueing anything twice; each completion job records that it ran.
+    A crawl ends `failed` when its start page failed (nothing else could be found), with that
+    failure's reason as its `error`; `cancelled` when it was being cancelled; else `done`, after
+    its completion jobs are queued. True for the one caller that marked it. The completion jobs
+    are queued first, under ids derived from the crawl, so a caller that dies in between is simply
+    repeated (by its job's retry) without queueing anything twice; each completion job records
+    that it ran.
     """
-    for name in options.on_complete:
-        await frontier.enqueue_once(name, [crawl_id], completion_job_id(crawl_id, name))
+    record = await store.get_crawl(crawl_id)
+    if record is None or record.get("state") in FINISHED_STATES:
+        return False
     counters = await frontier.counters(crawl_id)
+    error: str | None = None
+    if record.get("state") == "cancelling":
+        state = "cancelled"
+    elif counters.get("lists_done", 0) == 0 and counters.get("lists_failed", 0) > 0:
+        state, error = "failed", await start_page_error(store, crawl_id, options.start_url)
+    else:
+        state = "done"
+        for name in options.on_complete:
+            await frontier.enqueue_once(name, [crawl_id], completion_job_id(crawl_id, name))
     # Queue occupancy is live state, not a result: the last jobs are leaving the queue right now.
-    final = {k: v for k, v in counters.items() if k not in ("queued", "waiting", "max_queued")}
-    return await store.finish_crawl(crawl_id, final)
+    final = {k: v for k, v in counters.items() if k not in ("queued", "waiting", "max_queued", *CONTROL_FIELDS)}
+    marked = await store.finish_crawl(crawl_id, str(record["state"]), state, final, error)
+    await frontier.release(crawl_id)
+    return marked
+
+
+async def start_page_error(store: MongoStore, crawl_id: str, start_url: str) -> str:
+    """Why the crawl's start page failed, as its failure record says."""
+    failure = await store.failures.find_one({"crawl_id": crawl_id, "url": start_url})
+    reason = failure.get("error") if failure else None
+    return f"start page {start_url} failed: {reason or 'no reason recorded'}"
 
 
 async def crawl_status(store: MongoStore, frontier: Frontier, crawl_id: str) -> CrawlStatus | None:
@@ -64,7 +86,7 @@ async def crawl_status(store: MongoStore, frontier: Frontier, crawl_id: str) -> 
     if record is None:
         return None
     counters = dict(record.get("counters") or {})
-    if record.get("state") != "done":
+    if record.get("state") not in FINISHED_STATES:
         counters = await frontier.counters(crawl_id) or counters
     start_url = record.get("start_url", "")
     host = url_host(start_url)
@@ -77,4 +99,17 @@ async def crawl_status(store: MongoStore, frontier: Frontier, crawl_id: str) -> 
         finished_at=record.get("finished_at"),
         counters={k: int(v) for k, v in counters.items() if k in COUNTERS + COUNTERS_SKIPPED + ("pending",)},
         host_limits={host: limit} if limit is not None else {},
+        error=record.get("error"),
+        schedule=(record.get("options") or {}).get("schedule"),
     )
+
+
+async def queue_by_state(store: MongoStore, frontier: Frontier, limit: int = 1000) -> dict[str, tuple[int, int]]:
+    """Jobs in Redis and URLs in the backlog of the unfinished crawls, summed by the crawls' state."""
+    totals = dict.fromkeys(ACTIVE_STATES, (0, 0))
+    records = await store.crawls.find({"state": {"$in": list(ACTIVE_STATES)}}, {"state": 1}).limit(limit).to_list()
+    for record in records:
+        counters = await frontier.counters(str(record["_id"]))
+        queued, waiting = totals.get(record["state"], (0, 0))
+        totals[record["state"]] = (queued + counters.get("queued", 0), waiting + counters.get("waiting", 0))
+    return totals

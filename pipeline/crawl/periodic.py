@@ -14,6 +14,7 @@ import logging
 from pipeline.crawl.cron import next_tick, previous_tick
 from pipeline.crawl.lifecycle import start_crawl
 from pipeline.crawl.options import CrawlOptions
+from pipeline.crawl.status import ACTIVE_STATES
 from pipeline.schedule.frontier import Frontier
 from pipeline.settings import ScheduleSpec, Settings
 from pipeline.store.mongo import Document, MongoStore, utcnow
@@ -29,23 +30,25 @@ def find_schedule(settings: Settings, name: str) -> ScheduleSpec:
 
 
 async def run_schedule(store: MongoStore, frontier: Frontier, settings: Settings, spec: ScheduleSpec) -> str | None:
-    """Start the schedule's crawl, unless its previous crawl is still running; returns the crawl id."""
+    """Start the schedule's crawl, unless it is paused or its previous crawl is still running; returns the crawl id."""
     schedules = store.db["schedules"]
     events = store.db["schedule_events"]
     state = await schedules.find_one({"_id": spec.name}) or {}
     previous = state.get("last_crawl_id")
-    if previous:
+    reason = "the schedule is paused" if state.get("paused") else None
+    if previous and reason is None:
         record = await store.get_crawl(previous)
-        if record is not None and record.get("state") == "running":
-            reason = f"crawl {previous} of this schedule is still running"
-            await schedules.update_one(
-                {"_id": spec.name},
-                {"$inc": {"skipped": 1}, "$set": {"last_skipped_at": utcnow(), "last_skip_reason": reason}},
-                upsert=True,
-            )
-            await events.insert_one({"schedule": spec.name, "at": utcnow(), "action": "skipped", "reason": reason})
-            log.warning("schedule %s: tick skipped, %s", spec.name, reason)
-            return None
+        if record is not None and record.get("state") in ACTIVE_STATES:
+            reason = f"crawl {previous} of this schedule is still {record.get('state')}"
+    if reason is not None:
+        await schedules.update_one(
+            {"_id": spec.name},
+            {"$inc": {"skipped": 1}, "$set": {"last_skipped_at": utcnow(), "last_skip_reason": reason}},
+            upsert=True,
+        )
+        await events.insert_one({"schedule": spec.name, "at": utcnow(), "action": "skipped", "reason": reason})
+        log.warning("schedule %s: tick skipped, %s", spec.name, reason)
+        return None
     options = CrawlOptions.build(spec.start_url, settings.crawl, **spec.options, schedule=spec.name)
     crawl_id = await start_crawl(store, frontier, options)
     await schedules.update_one(
@@ -72,6 +75,7 @@ async def schedule_overview(store: MongoStore, settings: Settings, now: dt.datet
                 "start_url": spec.start_url,
                 "pipeline": spec.options.get("pipeline", settings.crawl.pipeline),
                 "runs": int(state.get("runs", 0)),
+                "paused": bool(state.get("paused")),
                 "skipped": int(state.get("skipped", 0)),
                 "last_run_at": state.get("last_run_at"),
                 "last_crawl_id": state.get("last_crawl_id"),

@@ -1,31 +1,60 @@
-"""A crawl's state and counters, as the API, the CLI and `--json` report them."""
+"""A crawl's state and counters, as the API, the CLI, `--json` and the dashboard report them."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# Every child URL a crawl discovers ends in exactly one of these, and every list page in one of
+# LIST_OUTCOMES: once a crawl has finished, `discovered` is the sum of PAGE_OUTCOMES and `lists`
+# the sum of LIST_OUTCOMES. A new way for a URL to end gets its counter here (and in the frontier's
+# `finish`), and every sum follows.
+PAGE_OUTCOMES = ("stored", "unchanged", "failed", "cancelled")
+LIST_OUTCOMES = ("lists_done", "lists_failed", "lists_cancelled")
 COUNTERS = (
     "discovered",
     "fetched",
-    "stored",
-    "unchanged",
-    "failed",
+    *PAGE_OUTCOMES,
     "retries",
     "capped",
     "lists",
-    "lists_done",
-    "lists_failed",
+    *LIST_OUTCOMES,
     "queued",
     "waiting",
 )
 COUNTERS_SKIPPED = ("skipped_invalid", "skipped_scope")
 
+# running -> paused -> running; running or paused -> cancelling -> cancelled;
+# running -> done, or failed when its start page failed; done or failed -> running (a retry).
+STATES = ("running", "paused", "cancelling", "cancelled", "done", "failed")
+ACTIVE_STATES = ("running", "paused", "cancelling")
+FINISHED_STATES = ("done", "failed", "cancelled")
+
+
+def settled(counters: Mapping[str, int]) -> int:
+    """Child URLs that have ended one way or another."""
+    return sum(int(counters.get(name, 0)) for name in PAGE_OUTCOMES)
+
+
+def lists_settled(counters: Mapping[str, int]) -> int:
+    return sum(int(counters.get(name, 0)) for name in LIST_OUTCOMES)
+
+
+def counters_add_up(counters: Mapping[str, int]) -> bool:
+    """The sums a finished crawl keeps: every discovered URL and every list page ended once."""
+    return settled(counters) == int(counters.get("discovered", 0)) and lists_settled(counters) == int(
+        counters.get("lists", 0)
+    )
+
 
 @dataclass(frozen=True)
 class CrawlStatus:
-    """A crawl's state and counters, as the API, the CLI and `--json` report them."""
+    """A crawl's state and counters, as the API, the CLI and `--json` report them.
+
+    `error` says why a crawl failed (its start page could not be fetched, and why).
+    """
 
     crawl_id: str
     start_url: str
@@ -34,10 +63,17 @@ class CrawlStatus:
     finished_at: dt.datetime | None
     counters: dict[str, int] = field(default_factory=dict)
     host_limits: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    schedule: str | None = None
 
     @property
     def done(self) -> bool:
         return self.state == "done"
+
+    @property
+    def finished(self) -> bool:
+        """Done, failed or cancelled: nothing more will happen unless someone retries it."""
+        return self.state in FINISHED_STATES
 
     @property
     def discovered(self) -> int:
@@ -52,12 +88,20 @@ class CrawlStatus:
         return self.counters.get("failed", 0)
 
     @property
+    def cancelled(self) -> int:
+        return self.counters.get("cancelled", 0)
+
+    @property
     def unchanged_count(self) -> int:
         return self.counters.get("unchanged", 0)
 
     @property
     def pending(self) -> int:
         return self.counters.get("pending", 0)
+
+    @property
+    def settled(self) -> int:
+        return settled(self.counters)
 
     @property
     def duration_s(self) -> float:
@@ -70,6 +114,7 @@ class CrawlStatus:
         data: dict[str, Any] = {"crawl_id": self.crawl_id, "start_url": self.start_url, "state": self.state}
         for name in COUNTERS + COUNTERS_SKIPPED + ("pending",):
             data[name] = self.counters.get(name, 0)
+        data["error"] = self.error
         data["duration_s"] = round(self.duration_s, 3)
         data["created_at"] = self.created_at.isoformat() if self.created_at else None
         data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None

@@ -88,6 +88,7 @@ class CpuPool:
         self._sent: set[asyncio.Task[None]] = set()
         self.rebuilds = 0
         self.batches = 0
+        self.busy = 0  # tasks handed to the pool's processes and not yet back
 
     @property
     def batching(self) -> bool:
@@ -122,7 +123,11 @@ class CpuPool:
             # may start a child (the executor starts them on demand).
             with _parent_main_hidden():
                 future = loop.run_in_executor(executor, fn, *args)
-            return await asyncio.wait_for(future, self.timeout)
+            self.busy += 1
+            try:
+                return await asyncio.wait_for(future, self.timeout)
+            finally:
+                self.busy -= 1
         except TimeoutError:
             self._rebuild(executor)
             raise CpuTimeout(f"{name} ran past {self.timeout:g}s; its process was killed") from None

@@ -19,6 +19,7 @@ from pipeline.download.host_limits import AdaptiveLimiter, SlotReport
 from pipeline.download.response import Response
 from pipeline.download.ssrf_guard import GuardedResolver, blocked_cause, check_host
 from pipeline.errors import BlockedAddress, FetchError, InvalidURL, PermanentFailure
+from pipeline.observe.metrics import Recorder
 from pipeline.settings import FetchSettings
 from pipeline.urls import normalise_url, url_host
 
@@ -83,10 +84,17 @@ def create_session(settings: FetchSettings) -> aiohttp.ClientSession:
 class Fetcher:
     """GETs pages through the shared session under the shared limits."""
 
-    def __init__(self, session: aiohttp.ClientSession, limiter: AdaptiveLimiter, settings: FetchSettings) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        limiter: AdaptiveLimiter,
+        settings: FetchSettings,
+        metrics: Recorder | None = None,
+    ) -> None:
         self._session = session
         self._limiter = limiter
         self._settings = settings
+        self._metrics = metrics or Recorder()
 
     async def get_ok(self, url: str, *, priority: bool = False, validators: dict[str, str] | None = None) -> Response:
         """A 2xx response, or 304 to a conditional GET; any other status is a `PermanentFailure`."""
@@ -155,6 +163,7 @@ class Fetcher:
         try:
             async with self._session.get(url, allow_redirects=False, headers=headers) as resp:
                 latency = time.perf_counter() - started
+                self._metrics.response(resp.status, latency)
                 if resp.status == 429 or resp.status >= 500:
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                     # 429, 503 and 504 say "too much": back off. Other 5xx are the page's fault.

@@ -462,6 +462,13 @@ class AdaptiveLimiter:
     def hosts_tracked(self) -> int:
         return len(self._hosts)
 
+    def host_rows(self) -> list[tuple[str, int, int, int]]:
+        """(host, current limit, requests in flight, requests waiting) of every tracked host."""
+        return [
+            (host, entry.controller.limit, entry.running, entry.users - entry.running)
+            for host, entry in self._hosts.items()
+        ]
+
     def _enter(self, host: str) -> _Host:
         """The host's entry, most recently used and marked in use (so this very call cannot evict it)."""
         entry = self._hosts.get(host)

@@ -45,7 +45,7 @@ async def collect_list(ctx: WorkerContext, crawl_id: str, url: str, depth: int =
         await res.backlog.schedule(crawl_id, options, listing_found(url, listing, options))
         await finish(res, crawl_id, "list", url, stored=True, fetched=True, attempt=attempt)
 
-    await settle(ctx, crawl_id, "list", url, work)
+    await settle(ctx, crawl_id, "list", url, work, depth=depth)
 
 
 async def collect_object(ctx: WorkerContext, crawl_id: str, url: str, depth: int) -> None:
@@ -64,7 +64,7 @@ async def collect_object(ctx: WorkerContext, crawl_id: str, url: str, depth: int
         await ride_out(lambda: res.store.save_document(OBJECTS, {"url": url}, document), res.settings)
         await finish(res, crawl_id, "page", url, stored=True, fetched=True, attempt=attempt)
 
-    await settle(ctx, crawl_id, "page", url, work)
+    await settle(ctx, crawl_id, "page", url, work, depth=depth)
 
 
 async def collect_summary(ctx: WorkerContext, crawl_id: str) -> None:

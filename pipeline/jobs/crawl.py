@@ -29,4 +29,4 @@ async def crawl(ctx: WorkerContext, crawl_id: str, url: str, depth: int = 0) -> 
         await res.backlog.schedule(crawl_id, options, found)
         await finish(res, crawl_id, "list", url, stored=True, fetched=True, attempt=attempt)
 
-    await settle(ctx, crawl_id, "list", url, work)
+    await settle(ctx, crawl_id, "list", url, work, depth=depth)

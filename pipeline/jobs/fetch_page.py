@@ -46,7 +46,7 @@ async def fetch_page(
             await res.backlog.schedule(crawl_id, options, found)
         await finish(res, crawl_id, "page", url, stored=True, fetched=True, attempt=attempt)
 
-    await settle(ctx, crawl_id, "page", url, work)
+    await settle(ctx, crawl_id, "page", url, work, depth=depth)
 
 
 async def store_page(
@@ -69,3 +69,4 @@ async def store_page(
     document = page_document(crawl_id, depth, attempt, response, sha256, blob_key, res.blobs.location, parsed, crunched)
     document["timings"]["total_ms"] = round((asyncio.get_running_loop().time() - started) * 1000, 2)
     await ride_out(lambda: res.store.save_page(document), res.settings)
+    res.metrics.bytes_stored(len(response.body))

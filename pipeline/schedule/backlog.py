@@ -105,6 +105,12 @@ class Backlog:
         finally:
             await self._frontier.unlock(f"refill:{crawl_id}")
 
+    async def forget(self, crawl_id: str) -> int:
+        """Drop the crawl's parked URLs (it was cancelled); returns how many there were."""
+        result = await self._collection.delete_many({"crawl_id": crawl_id})
+        await self._frontier.redis.srem(BACKLOGGED_SET, crawl_id)  # type: ignore[misc]
+        return int(result.deleted_count)
+
     async def sweep(self) -> int:
         """Refill every backlogged crawl whose queue is down to half its bound; returns URLs moved."""
         moved = 0

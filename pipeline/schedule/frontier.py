@@ -11,7 +11,12 @@ parked in a MongoDB backlog (`pipeline.backlog`) and queued again as the workers
 queue, so a crawl of millions of URLs never floods Redis.
 
 Finishing a URL is a third script that moves it from queued to stored/failed exactly once, so
-counters stay exact however often a job is retried or re-run after a crash.
+counters stay exact however often a job is retried or re-run after a crash. The call that settles
+a crawl's last URL closes it: the scripts then queue nothing more for it.
+
+Steering a crawl (`pipeline.crawl.control`) has scripts of its own here: pausing shifts its queued
+jobs far into the future (`shift.lua`), cancelling settles its unsettled URLs as cancelled
+(`cancel.lua`), a retry queues its failed URLs again (`requeue.lua`).
 """
 
 from __future__ import annotations
@@ -32,8 +37,11 @@ from pipeline.connections import read_script
 from pipeline.urls import url_digest
 from pipeline.worker.queue import (
     ABORT_SET,
+    HELD_CRAWLS,
+    IN_PROGRESS_KEY_PREFIX,
     JOB_EXPIRES_MS,
     JOB_KEY_PREFIX,
+    RETRY_KEY_PREFIX,
     in_progress_key,
     job_key,
     job_record,
@@ -49,11 +57,20 @@ HOST_LIMITS_KEY = "pipeline:host_limits"
 SENT_CACHE_CRAWLS = 8
 SENT_CACHE_PER_CRAWL = 200_000
 CRAWL_LIST = "crawl"
+# Added to the due time of a paused crawl's jobs (ms): far beyond any real due time, yet exact
+# in a sorted set's double score. Stats field `paused` holds it while the crawl is paused.
+PAUSE_SHIFT_MS = 10**15
+# Fields of the stats hash that steer the crawl rather than count anything.
+CONTROL_FIELDS = ("paused", "closed")
+CONTROL_BATCH = 500
 
 _REGISTER = read_script("pipeline.schedule", "register.lua")
 _PROMOTE = read_script("pipeline.schedule", "promote.lua")
 _FINISH = read_script("pipeline.schedule", "finish.lua")
 _ENQUEUE_ONCE = read_script("pipeline.schedule", "enqueue_once.lua")
+_SHIFT = read_script("pipeline.schedule", "shift.lua")
+_CANCEL = read_script("pipeline.schedule", "cancel.lua")
+_REQUEUE = read_script("pipeline.schedule", "requeue.lua")
 
 
 @dataclass(frozen=True)
@@ -105,6 +122,18 @@ def _member(kind: Kind, url: str) -> str:
     return url if kind == "page" else "L|" + url
 
 
+def _kind_and_url(member: str) -> tuple[Kind, str]:
+    return ("list", member[2:]) if member.startswith("L|") else ("page", member)
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """A failed URL to queue again: what it was, and whether its failure counted as fetched."""
+
+    item: Discovery
+    fetched: bool
+
+
 def _payload(crawl_id: str, item: Discovery, now_ms: int) -> bytes:
     """The job record of `item`, written by our scripts exactly as arq would write it."""
     args: list[Any] = [crawl_id, item.url, item.depth]
@@ -123,6 +152,9 @@ class Frontier:
         self._promote = redis.register_script(_PROMOTE)
         self._finish = redis.register_script(_FINISH)
         self._enqueue_once = redis.register_script(_ENQUEUE_ONCE)
+        self._shift = redis.register_script(_SHIFT)
+        self._cancel = redis.register_script(_CANCEL)
+        self._requeue = redis.register_script(_REQUEUE)
         self._sent: OrderedDict[str, set[str]] = OrderedDict()
 
     @staticmethod
@@ -230,11 +262,13 @@ class Frontier:
         fetched: bool,
         retries: int,
         unchanged: bool = False,
+        cancelled: bool = False,
         retire: str | None = None,
     ) -> Settled:
         """Record a URL's final outcome once.
 
         `fetched` counts child pages that got a final HTTP response (stored, or failed with a status).
+        `cancelled` settles a URL whose crawl was cancelled while its job ran (see `settle`).
 
         `retire` (the running job's id) also takes the job out of arq's queue in the same step,
         as arq's `finish_job` would after the function returns, saving that round trip. It is
@@ -243,12 +277,13 @@ class Frontier:
         queued until arq finishes it, so a worker dying before the follow-up runs it again.
         """
         urls, stats, _ = self._keys(crawl_id)
-        if kind == "page":
-            counter = ("unchanged" if unchanged else "stored") if stored else "failed"
+        if cancelled:
+            counter, state = ("cancelled" if kind == "page" else "lists_cancelled"), "c"
+        elif kind == "page":
+            counter, state = ("unchanged" if unchanged else "stored") if stored else "failed", "s" if stored else "f"
         else:
-            counter = "lists_done" if stored else "lists_failed"
+            counter, state = "lists_done" if stored else "lists_failed", "s" if stored else "f"
         keys = [urls, stats]
-        state = "s" if stored else "f"
         args: list[Any] = [_member(kind, url), counter, state, int(fetched and kind == "page"), retries]
         if retire is not None:
             keys += [job_key(retire), retry_key(retire), in_progress_key(retire), self.queue_name, ABORT_SET]
@@ -259,6 +294,120 @@ class Frontier:
     async def counters(self, crawl_id: str) -> dict[str, int]:
         raw: dict[bytes, bytes] = await self.redis.hgetall(self._keys(crawl_id)[1])  # type: ignore[misc]
         return {_text(k): int(v) for k, v in raw.items()}
+
+    async def known(self, crawl_id: str) -> bool:
+        """Whether Redis still holds the crawl's state (it expires a week after the last change)."""
+        return bool(await self.redis.exists(self._keys(crawl_id)[1]))
+
+    async def closed(self, crawl_id: str) -> bool:
+        """Whether the crawl takes no more work: done, or cancelled (or its state has expired)."""
+        closed, pending = await self.redis.hmget(self._keys(crawl_id)[1], ["closed", "pending"])  # type: ignore[misc]
+        return pending is None or closed == b"1"
+
+    async def hold(self, crawl_id: str, why: Literal["paused", "cancelling"]) -> None:
+        """No worker starts the crawl's jobs from now on. Pausing also shifts the jobs it queues
+        from now on far into the future; cancelling closes it (it queues nothing more)."""
+        _, stats, _ = self._keys(crawl_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(HELD_CRAWLS, crawl_id, why)
+            if why == "paused":
+                pipe.hset(stats, "paused", str(PAUSE_SHIFT_MS))
+            else:
+                pipe.hset(stats, "closed", "1")
+            await pipe.execute()
+
+    async def release(self, crawl_id: str) -> None:
+        """Workers may start the crawl's jobs again; the jobs it queues are due at once."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self._keys(crawl_id)[1], "paused")
+            pipe.hdel(HELD_CRAWLS, crawl_id)
+            await pipe.execute()
+
+    async def held(self) -> dict[str, str]:
+        raw: dict[bytes, bytes] = await self.redis.hgetall(HELD_CRAWLS)  # type: ignore[misc]
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def queued_jobs(self, crawl_id: str) -> list[str]:
+        """The ids of the crawl's jobs in the queue (a scan of the queue: for rare calls only)."""
+        pattern = f"*:{_glob_escape(crawl_id)}:*"
+        return [_text(member) async for member, _ in self.redis.zscan_iter(self.queue_name, match=pattern, count=1000)]
+
+    async def shift_jobs(self, crawl_id: str, *, pause: bool) -> int:
+        """Move the crawl's queued jobs far into the future (pause) or back (resume); returns how many moved."""
+        job_ids = await self.queued_jobs(crawl_id)
+        shift = PAUSE_SHIFT_MS if pause else -PAUSE_SHIFT_MS
+        moved = 0
+        for start in range(0, len(job_ids), CONTROL_BATCH):
+            moved += int(
+                await self._shift(keys=[self.queue_name], args=[shift, *job_ids[start : start + CONTROL_BATCH]])
+            )
+        return moved
+
+    async def running_jobs(self, crawl_id: str) -> int:
+        """How many of the crawl's jobs are running now (their in-progress key is set)."""
+        job_ids = await self.queued_jobs(crawl_id)
+        if not job_ids:
+            return 0
+        return int(await self.redis.exists(*(in_progress_key(job_id) for job_id in job_ids)))
+
+    async def cancel_unsettled(self, crawl_id: str) -> tuple[int, int]:
+        """Settle as cancelled every queued or parked URL of the crawl whose job is not running.
+
+        Returns how many were cancelled and how many were left to their running jobs. The crawl
+        must be held first (`hold(crawl_id, "cancelling")`), so that no job starts meanwhile.
+        """
+        urls, stats, _ = self._keys(crawl_id)
+        cancelled = running = 0
+        batch: list[str] = []
+
+        async def send() -> None:
+            nonlocal cancelled, running
+            keys = [urls, stats, self.queue_name]
+            args = [JOB_KEY_PREFIX, IN_PROGRESS_KEY_PREFIX, RETRY_KEY_PREFIX, *batch]
+            done, busy = await self._cancel(keys=keys, args=args)
+            cancelled, running = cancelled + int(done), running + int(busy)
+            batch.clear()
+
+        async for raw_member, state in self.redis.hscan_iter(urls, count=1000):
+            if state not in (b"q", b"w"):
+                continue
+            kind, url = _kind_and_url(_text(raw_member))
+            batch += [_member(kind, url), "cancelled" if kind == "page" else "lists_cancelled"]
+            batch.append(job_id(crawl_id, kind, url))
+            if len(batch) >= CONTROL_BATCH * 3:
+                await send()
+        if batch:
+            await send()
+        return cancelled, running
+
+    async def requeue(self, crawl_id: str, failed: Iterable[Requeue]) -> int:
+        """Queue failed URLs again as fresh attempts, reopening the crawl; returns how many moved."""
+        urls, stats, meta = self._keys(crawl_id)
+        queued = 0
+        batch: list[Any] = []
+        now_ms = int(time.time() * 1000)
+
+        async def send() -> None:
+            nonlocal queued
+            args = [now_ms, JOB_EXPIRES_MS, JOB_KEY_PREFIX, RETRY_KEY_PREFIX, *batch]
+            queued += int(await self._requeue(keys=[urls, stats, self.queue_name], args=args))
+            batch.clear()
+
+        for entry in failed:
+            item = entry.item
+            counter = "failed" if item.kind == "page" else "lists_failed"
+            batch += [_member(item.kind, item.url), counter, int(entry.fetched and item.kind == "page")]
+            batch += [job_id(crawl_id, item.kind, item.url), _payload(crawl_id, item, now_ms)]
+            if len(batch) >= CONTROL_BATCH * 5:
+                await send()
+        if batch:
+            await send()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in (urls, stats, meta):
+                pipe.expire(key, CRAWL_KEY_TTL_S)
+            await pipe.execute()
+        self._sent.pop(crawl_id, None)  # links its pages send again must reach the script again
+        return queued
 
     async def enqueue_once(self, function: str, args: list[Any], job_id: str, queue: str | None = None) -> bool:
         """Queue `function(ctx, *args)` under `job_id` unless that id was ever queued before."""
@@ -296,6 +445,11 @@ class Frontier:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally in a Redis glob pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class Departures:

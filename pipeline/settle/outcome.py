@@ -27,6 +27,7 @@ class Attempt:
     # (see `Frontier.finish`); `retired` then tells whether it did.
     job_id: str | None = None
     retired: bool = False
+    depth: int | None = None  # the URL's depth, kept with a failure so a retry of the crawl can queue it again
 
     @property
     def last(self) -> bool:
@@ -71,6 +72,7 @@ async def finish(
     fetched: bool,
     attempt: Attempt,
     unchanged: bool = False,
+    cancelled: bool = False,
 ) -> None:
     """Settle the URL in the frontier; the call that settles the crawl's last URL completes it.
 
@@ -85,9 +87,12 @@ async def finish(
         fetched=fetched,
         retries=attempt.number - 1,
         unchanged=unchanged,
+        cancelled=cancelled,
         retire=attempt.job_id,
     )
     attempt.retired = settled.retired
+    if settled.changed and stored and kind == "page":
+        res.metrics.page_stored(unchanged)
     if settled.waiting > 0:
         options = await res.crawl_options(crawl_id)
         if settled.queued <= options.max_queued // 2:
@@ -107,11 +112,13 @@ async def record_failure(
             "crawl_id": crawl_id,
             "url": url,
             "kind": kind,
+            "depth": attempt.depth,
             "attempts": attempt.number,
             "error": reason,
             "status": status,
             "failed_at": utcnow(),
         }
     )
+    res.metrics.failure(reason, status)
     await finish(res, crawl_id, kind, url, stored=False, fetched=status is not None, attempt=attempt)
     log.info("failed %s after %d attempt(s): %s", url, attempt.number, reason)

@@ -40,7 +40,7 @@ from pipeline.errors import (
 )
 from pipeline.schedule.frontier import Kind
 from pipeline.settings import Settings
-from pipeline.settle.outcome import Attempt, record_failure
+from pipeline.settle.outcome import Attempt, finish, record_failure
 from pipeline.worker.context import RETIRED_JOBS, SETTLED_CRAWL, WorkerContext
 from pipeline.worker.resources import Resources
 
@@ -79,14 +79,32 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
     return delay
 
 
-async def settle(ctx: WorkerContext, crawl_id: str, kind: Kind, url: str, work: Work) -> None:
-    """Run `work`, turning every outcome into stored, failed-and-recorded, or `RetryLater`."""
+async def settle(
+    ctx: WorkerContext, crawl_id: str, kind: Kind, url: str, work: Work, *, depth: int | None = None
+) -> None:
+    """Run `work`, turning every outcome into stored, failed-and-recorded, or `RetryLater`.
+
+    A closed crawl (done, or cancelled) is never revived by one of its jobs running again: a
+    re-run (a retry, or a job whose worker died) first checks, and does no work for a closed
+    crawl; a job that would be retried while its crawl is being cancelled settles as cancelled
+    instead. First attempts, nearly every job, pay nothing for this.
+    """
     res = ctx["pipeline"]
     retired_jobs = ctx.get(RETIRED_JOBS)
     job_id = ctx.get("job_id") if retired_jobs is not None else None
-    attempt = Attempt(int(ctx.get("job_try", 1)), res.settings.worker.max_tries, INFRA_EXTRA_TRIES, job_id=job_id)
+    attempt = Attempt(
+        int(ctx.get("job_try", 1)), res.settings.worker.max_tries, INFRA_EXTRA_TRIES, job_id=job_id, depth=depth
+    )
     try:
-        await _attempt(res, crawl_id, kind, url, attempt, work)
+        if attempt.number > 1 and await res.frontier.closed(crawl_id):
+            await finish(res, crawl_id, kind, url, stored=False, fetched=False, attempt=attempt, cancelled=True)
+        else:
+            try:
+                await _attempt(res, crawl_id, kind, url, attempt, work)
+            except RetryLater:
+                if not await res.frontier.closed(crawl_id):
+                    raise
+                await finish(res, crawl_id, kind, url, stored=False, fetched=False, attempt=attempt, cancelled=True)
         if attempt.retired and retired_jobs is not None and job_id is not None:
             retired_jobs.add(job_id)  # out of the queue already: the worker skips arq's finish
         else:
@@ -132,6 +150,7 @@ async def _attempt(res: Resources, crawl_id: str, kind: Kind, url: str, attempt:
         if not attempt.last_for_infrastructure:
             delay = backoff_delay(attempt.number, settings.fetch.retry_base_delay, INFRA_MAX_DELAY_S)
             log.warning("retrying %s in %.1fs (attempt %d): %s", url, delay, attempt.number, reason)
+            res.metrics.retry()
             raise RetryLater(delay) from None
     except Exception as exc:
         # Not a fault we know: a bug, or a library failing in a new way. The traceback goes to
@@ -144,6 +163,7 @@ async def _attempt(res: Resources, crawl_id: str, kind: Kind, url: str, attempt:
         return
     delay = backoff_delay(attempt.number, settings.fetch.retry_base_delay, settings.fetch.retry_max_delay, retry_after)
     log.info("retrying %s in %.1fs (attempt %d): %s", url, delay, attempt.number, reason)
+    res.metrics.retry()
     raise RetryLater(delay)
 
 

@@ -54,9 +54,8 @@ class MongoStore:
         await writer.upsert(key, {"$set": document})
 
     async def record_failure(self, failure: Document) -> None:
-        await self.failures.update_one(
-            {"crawl_id": failure["crawl_id"], "url": failure["url"]}, {"$set": failure}, upsert=True
-        )
+        # Replaced whole: a mark left by a retry of the crawl (`pipeline.crawl.control`) goes with it.
+        await self.failures.replace_one({"crawl_id": failure["crawl_id"], "url": failure["url"]}, failure, upsert=True)
 
     async def create_crawl(self, record: Document) -> None:
         await self.crawls.insert_one(record)
@@ -67,11 +66,20 @@ class MongoStore:
     async def latest_crawl(self) -> Document | None:
         return await self.crawls.find_one({}, sort=[("created_at", -1)])
 
-    async def finish_crawl(self, crawl_id: str, counters: Mapping[str, Any]) -> bool:
-        """Mark a running crawl done; True only for the one call that made the change."""
+    async def finish_crawl(
+        self, crawl_id: str, current: str, state: str, counters: Mapping[str, Any], error: str | None = None
+    ) -> bool:
+        """Move a crawl from state `current` to finished `state`; True only for the one call that made the change."""
         result = await self.crawls.update_one(
-            {"_id": crawl_id, "state": "running"},
-            {"$set": {"state": "done", "finished_at": utcnow(), "counters": dict(counters)}},
+            {"_id": crawl_id, "state": current},
+            {"$set": {"state": state, "finished_at": utcnow(), "counters": dict(counters), "error": error}},
+        )
+        return result.modified_count == 1
+
+    async def set_crawl_state(self, crawl_id: str, states: tuple[str, ...], state: str, **fields: Any) -> bool:
+        """Move a crawl from any of `states` to `state` (with `fields` set); True if it moved."""
+        result = await self.crawls.update_one(
+            {"_id": crawl_id, "state": {"$in": list(states)}}, {"$set": {"state": state, **fields}}
         )
         return result.modified_count == 1
 

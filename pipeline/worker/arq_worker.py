@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from typing import Any
 
 import arq.worker
@@ -30,6 +31,7 @@ from arq.utils import timestamp_ms
 from arq.worker import Worker, get_kwargs
 from redis.exceptions import RedisError
 
+from pipeline.observe.heartbeat import Liveness
 from pipeline.worker.claim import Claimer
 from pipeline.worker.context import RETIRED_JOBS
 
@@ -45,6 +47,7 @@ class PipelineWorker(Worker):
         super().__init__(*args, **kwargs)
         self._retired: set[str] = set()
         self.ctx[RETIRED_JOBS] = self._retired
+        self._liveness = self.ctx["liveness"] = Liveness()
         settings = self.ctx.get("settings")
         if settings is not None and self.ctx.get("role") != "cpu":
             # Claim with the lease straight away: arq's claim TTL (the longest job timeout plus
@@ -116,6 +119,8 @@ class PipelineWorker(Worker):
             await asyncio.sleep(delay)
         else:
             self._redis_failures = 0
+            self._liveness.last_poll = time.monotonic()
+            self._liveness.jobs_running = self.job_counter
 
 
 def create_worker(settings_cls: Any, **kwargs: Any) -> Worker:

@@ -7,6 +7,9 @@ script below makes the same decision for a whole batch of candidates inside Redi
 a job is claimed when it is still queued, due, and not in progress anywhere, and its
 in-progress key is set with the claim TTL in the same step (`SET NX PX`). Jobs running
 elsewhere cost one `EXISTS`-like check in Redis and nothing on the wire.
+
+Jobs of a paused crawl, or of one being cancelled, are never claimed: the script skips every job
+whose crawl is in the held hash (kept by `pipeline.crawl.control`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from pipeline.connections import read_script
-from pipeline.worker.queue import in_progress_key
+from pipeline.worker.queue import HELD_CRAWLS, in_progress_key
 
 _CLAIM = read_script("pipeline.worker", "claim.lua")
 
@@ -40,6 +43,6 @@ class Claimer:
         """Claim up to `wanted` of `job_ids` (in order) that are due and not in progress."""
         if wanted <= 0 or not job_ids:
             return []
-        keys = [self._queue, *(in_progress_key(job_id) for job_id in job_ids)]
+        keys = [self._queue, *(in_progress_key(job_id) for job_id in job_ids), HELD_CRAWLS]
         reply = await self._script(keys=keys, args=[now_ms, self._ttl_ms, wanted, *job_ids])
         return [Claim(job_id=reply[i].decode(), score=int(float(reply[i + 1]))) for i in range(0, len(reply), 2)]

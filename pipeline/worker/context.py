@@ -17,6 +17,7 @@ from arq.connections import ArqRedis
 from pipeline.crunch.pool import CpuPool
 from pipeline.crunch.registry import CpuFunction
 from pipeline.embedded.services import EmbeddedServices
+from pipeline.observe.heartbeat import Liveness
 from pipeline.schedule.frontier import Departures
 from pipeline.settings import Settings
 from pipeline.worker.leases import Leases
@@ -48,6 +49,8 @@ class WorkerContext(TypedDict, total=False):
     leases: Leases  # the leases of the jobs this worker runs
     departures: Departures  # counts jobs out of the queue once arq removed them
     claim_ttl_s: float  # arq's in-progress TTL for this worker's functions (orphaned claims)
+    metrics_port: int  # where this worker serves /metrics and /health, when it does
     # the worker's own bookkeeping (see `pipeline.worker.arq_worker`)
+    liveness: Liveness  # when it last polled, how many jobs it runs: for /health and the heartbeat
     retired_jobs: set[str]  # jobs the frontier took out of the queue as their URL settled
     settled_crawl: str  # per job: the crawl whose URL this job settled

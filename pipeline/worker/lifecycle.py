@@ -1,7 +1,8 @@
 """A worker's start and end: one exit stack owns everything the worker opens.
 
 `on_startup` opens the shared resources (`pipeline.worker.resources`) and starts the worker's
-background tasks (lease renewal, the backlog sweeper, the per-host limit publisher), each
+background tasks (lease renewal, the backlog sweeper, the sweeper of cancelled crawls, the
+per-host limit publisher, the heartbeat, the metrics server), each
 registered on one `AsyncExitStack` together with the embedded services the worker started and
 its garbage-collector tuning. `on_shutdown` closes them all with one call, in reverse order:
 the tasks stop, buffered writes are flushed, clients close, services stop last.
@@ -16,9 +17,15 @@ import logging
 from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 
+from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
+from pipeline.crawl import control
+from pipeline.crawl.lifecycle import queue_by_state
 from pipeline.crunch.registry import cpu_functions
+from pipeline.observe.exporter import serve_metrics
+from pipeline.observe.heartbeat import Liveness, WorkerCard, heartbeat_forever, watch_loop_lag
+from pipeline.observe.metrics import LiveCollector, Metrics
 from pipeline.schedule.backlog import sweep_forever
 from pipeline.schedule.frontier import Departures
 from pipeline.worker.context import SETTLED_CRAWL, WorkerContext
@@ -53,7 +60,10 @@ async def on_startup(ctx: WorkerContext) -> None:
         ctx["leases"] = leases
         ctx["departures"] = departures
         background(stack, sweep_forever(res.backlog), "pipeline-backlog-sweeper")
+        steering = control.CrawlControl(res.store, res.frontier, res.backlog)
+        background(stack, control.sweep_forever(steering), "pipeline-cancel-sweeper")
         background(stack, publish_host_limits(res), "pipeline-host-limits")
+        await observe(ctx, res, stack)
         tune_collector(stack)
     except BaseException:
         await stack.aclose()
@@ -65,6 +75,45 @@ async def on_startup(ctx: WorkerContext) -> None:
         settings.fetch.per_host,
         settings.cpu_processes,
     )
+
+
+async def observe(ctx: WorkerContext, res: Resources, stack: AsyncExitStack) -> None:
+    """Loop-lag watch, metrics and health server (unless `worker.metrics_port` is 0), heartbeat."""
+    settings = res.settings
+    liveness = ctx.setdefault("liveness", Liveness())
+    poll_within = max(5.0, settings.worker.poll_delay * 20)
+    card = WorkerCard(role=ctx["role"], queue=settings.redis.queue, max_jobs=settings.worker.max_jobs)
+    background(stack, watch_loop_lag(liveness, res.metrics), "pipeline-loop-lag")
+    if isinstance(res.metrics, Metrics):
+        load: dict[str, tuple[int, int]] = {}
+
+        async def refresh_load() -> None:
+            try:
+                load.update(await queue_by_state(res.store, res.frontier))
+            except (PyMongoError, RedisError) as exc:
+                log.warning("metrics: could not read queue depth: %s", exc)
+
+        cpu = res.cpu
+        res.metrics.registry.register(
+            LiveCollector(
+                res.limiter.host_rows,
+                (lambda: (cpu.busy, cpu.processes)) if cpu is not None else None,
+                lambda: load,
+            )
+        )
+        host = settings.worker.metrics_host
+        port = await serve_metrics(
+            stack,
+            res.metrics,
+            liveness,
+            host=host,
+            port=settings.worker.metrics_port,
+            poll_within_s=poll_within,
+            before_scrape=refresh_load,
+        )
+        card.metrics = f"{host}:{port}"
+        ctx["metrics_port"] = port
+    background(stack, heartbeat_forever(ctx["redis"], card, liveness, poll_within), "pipeline-heartbeat")
 
 
 async def on_shutdown(ctx: WorkerContext) -> None:

@@ -24,6 +24,9 @@ IN_PROGRESS_KEY_PREFIX = in_progress_key_prefix
 RETRY_KEY_PREFIX = retry_key_prefix
 ABORT_SET = abort_jobs_ss
 HEALTH_CHECK_SUFFIX = ":health-check"
+# Crawls whose jobs no worker may start (paused, or being cancelled): crawl id -> why. The claim
+# script reads it (`pipeline.worker.claim`); `pipeline.crawl.control` writes it.
+HELD_CRAWLS = "pipeline:held"
 JOB_EXPIRES_MS = 24 * 3600 * 1000  # a queued job's record outlives any reasonable backlog
 
 

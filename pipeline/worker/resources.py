@@ -20,6 +20,7 @@ from pipeline.crawl.options import CrawlOptions
 from pipeline.crunch.pool import CpuPool
 from pipeline.download.fetcher import Fetcher, create_session
 from pipeline.download.host_limits import AdaptiveLimiter, AdaptiveSettings
+from pipeline.observe.metrics import Metrics, Recorder
 from pipeline.schedule.backlog import Backlog
 from pipeline.schedule.frontier import Frontier
 from pipeline.settings import Settings
@@ -43,6 +44,7 @@ class Resources:
     backlog: Backlog
     cpu: CpuPool | None  # this worker's pool; None when CPU work goes to CPU workers
     remote_cpu: RemoteCpu | None
+    metrics: Recorder = field(default_factory=Recorder)  # `Metrics` when the worker serves them
     links: LinkResolver = field(default_factory=LinkResolver)
     _options: OrderedDict[str, CrawlOptions] = field(default_factory=OrderedDict)
 
@@ -158,14 +160,16 @@ async def open_resources(
     frontier = Frontier(redis, settings.redis.queue)
     backlog = Backlog(store, frontier)
     await backlog.ensure_indexes()
+    metrics = Metrics() if settings.worker.metrics_port else Recorder()
     return Resources(
         settings=settings,
         frontier=frontier,
         backlog=backlog,
         store=store,
         blobs=blobs,
-        fetcher=Fetcher(session, limiter, settings.fetch),
+        fetcher=Fetcher(session, limiter, settings.fetch, metrics),
         limiter=limiter,
         cpu=cpu,
         remote_cpu=remote_cpu,
+        metrics=metrics,
     )

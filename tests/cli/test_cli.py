@@ -90,10 +90,35 @@ def test_bad_configuration_stops_with_the_key_named(settings: Settings, tmp_path
     assert "crawl.scope" in worker.stderr and "Traceback" not in worker.stderr
 
 
-def test_status_of_unknown_crawl(settings: Settings) -> None:
-    result = run_cli("status", "nosuchcrawl", env=service_env(settings))
-    assert result.returncode == 1
-    assert "no crawl with id 'nosuchcrawl'" in result.stderr
+@pytest.mark.parametrize("command", ["status", "pause", "cancel"])
+def test_unknown_crawl_is_refused(settings: Settings, command: str) -> None:
+    result = run_cli(command, "nosuchcrawl", env=service_env(settings))
+    assert result.returncode == 2
+    assert "no crawl with id 'nosuchcrawl'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_steering_from_the_shell(settings: Settings) -> None:
+    """A crawl whose start page the SSRF guard refuses fails saying why (exit 1); what its state
+    does not allow is refused (exit 2); a retry once allowed runs it to the end (exit 0)."""
+    env = service_env(settings)
+    env["PIPELINE_FETCH_ALLOW_PRIVATE_NETWORKS"] = "false"
+    with ThreadedSite(SiteConfig(pages=5, latency_ms=1, links_per_page=0)) as site:
+        start = site.base_url + "/list"
+        result = run_cli("crawl", start, "--wait", "--json", "--timeout", "60", env=env)
+        assert result.returncode == 1, result.stderr
+        report = json.loads(result.stdout)
+        assert report["state"] == "failed" and "non-public address" in report["error"]
+        assert f"crawl {report['crawl_id']} failed: start page {start} failed: refused" in result.stderr
+
+        refused = run_cli("resume", report["crawl_id"], env=env)
+        assert refused.returncode == 2
+        assert f"crawl {report['crawl_id']} is failed: only a paused crawl can be resumed" in refused.stderr
+
+        env["PIPELINE_FETCH_ALLOW_PRIVATE_NETWORKS"] = "true"
+        retried = run_cli("retry", report["crawl_id"], "--wait", "--json", "--timeout", "60", env=env)
+    assert retried.returncode == 0, retried.stderr
+    done = json.loads(retried.stdout)
+    assert done["state"] == "done" and done["stored"] == 5 and done["error"] is None
 
 
 @pytest.mark.slow

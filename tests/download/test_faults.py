@@ -78,8 +78,10 @@ async def test_private_addresses_are_refused_by_default(settings: Settings) -> N
         status = await crawl_to_completion(settings, site.base_url + "/list")
         assert site.hits == {}  # not a single request reached the loopback site
     _, failures = await _documents(settings, status.crawl_id)
-    assert status.done and status.counters["lists_failed"] == 1
+    # The start page failed, so the crawl did: it says so, and why.
+    assert status.state == "failed" and status.counters["lists_failed"] == 1
     assert "non-public address 127.0.0.1" in failures[site.base_url + "/list"]["error"]
+    assert status.error == f"start page {site.base_url}/list failed: {failures[site.base_url + '/list']['error']}"
 
 
 async def test_redirect_to_private_address_is_refused(settings: Settings) -> None:

@@ -135,7 +135,7 @@ async def test_a_list_page_that_is_not_json_fails_with_the_reason(settings: Sett
     async with StaticSite({"/api/items": "<html><body>Maintenance</body></html>"}) as site:
         status = await crawl_to_completion(settings, site.base_url + "/api/items", on_complete=[], **PIPELINE)
     _, failures, _ = await _documents(settings, status.crawl_id)
-    assert status.done
+    assert status.state == "failed" and status.error is not None and "invalid JSON" in status.error
     assert status.counters["lists_failed"] == 1
     assert site.hits["/api/items"] == 1  # not retried: another try would get the same page
     [failure] = failures

@@ -4,12 +4,14 @@
 -- counts exactly the crawl's jobs in Redis. With the five extra KEYS, the running job is also
 -- taken out of the queue in the same step, when nothing else is left for it to do: other URLs
 -- of the crawl are pending (so this job does not complete it) and no backlog is waiting.
+-- The call that settles the crawl's last URL closes it (stats field `closed`): from then on the
+-- other scripts queue nothing for it, so a late re-run of one of its jobs cannot revive it.
 --
 -- KEYS[1]  the crawl's url hash      KEYS[2]  its stats hash
 -- optional: KEYS[3] the job's record, KEYS[4] its retry counter, KEYS[5] its in-progress key,
 --           KEYS[6] the queue, KEYS[7] arq's abort set
 -- ARGV[1]  member                    ARGV[2]  counter to bump (stored, failed, unchanged, ...)
--- ARGV[3]  new state ('s' or 'f')    ARGV[4]  '1' if the page got a final HTTP response
+-- ARGV[3]  new state ('s', 'f' or 'c') ARGV[4]  '1' if the page got a final HTTP response
 -- ARGV[5]  retries it took           ARGV[6]  the job id (with the optional KEYS)
 -- Reply: {settled by this call (0/1), pending, queued, waiting, job taken out of the queue (0/1)}
 local urls, stats = KEYS[1], KEYS[2]
@@ -20,7 +22,7 @@ if redis.call('HGET', urls, member) == 'q' then
   redis.call('HINCRBY', stats, counter, 1)
   if fetched ~= '0' then redis.call('HINCRBY', stats, 'fetched', 1) end
   if retries ~= '0' then redis.call('HINCRBY', stats, 'retries', retries) end
-  redis.call('HINCRBY', stats, 'pending', -1)
+  if redis.call('HINCRBY', stats, 'pending', -1) == 0 then redis.call('HSET', stats, 'closed', 1) end
   changed = 1
 end
 local values = redis.call('HMGET', stats, 'pending', 'queued', 'waiting')

@@ -1,7 +1,8 @@
 -- Move parked members back into the queue (a backlog refill), in order, up to the bound.
 --
 -- Only members still parked move, so concurrent refills of the same backlog documents queue
--- each URL once.
+-- each URL once. A closed crawl (done, or cancelled) takes nothing back; a paused one gets its
+-- jobs due far in the future (see register.lua).
 --
 -- KEYS[1]  the crawl's url hash      KEYS[2]  its stats hash      KEYS[3]  the queue
 -- ARGV[1]  now, ms                   ARGV[2]  job record expiry, ms
@@ -10,7 +11,10 @@
 -- Reply: {members queued, members dealt with (queued, or found queued already)}
 local urls, stats, queue = KEYS[1], KEYS[2], KEYS[3]
 local now, expires, prefix, max_queued = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local queued = tonumber(redis.call('HGET', stats, 'queued') or '0')
+local control = redis.call('HMGET', stats, 'closed', 'paused', 'queued')
+if control[1] == '1' then return {0, 0} end
+local due = tonumber(now) + tonumber(control[2] or '0')
+local queued = tonumber(control[3] or '0')
 local promoted, examined = 0, 0
 for i = 5, #ARGV, 3 do
   local member, job_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -19,7 +23,7 @@ for i = 5, #ARGV, 3 do
   if redis.call('HGET', urls, member) == 'w' then
     redis.call('HSET', urls, member, 'q')
     redis.call('PSETEX', prefix .. job_id, expires, payload)
-    redis.call('ZADD', queue, now, job_id)
+    redis.call('ZADD', queue, due, job_id)
     promoted = promoted + 1
   end
 end

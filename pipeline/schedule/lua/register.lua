@@ -4,6 +4,9 @@
 -- than max_queued jobs in Redis, else parked (state 'w') for the caller to write to the MongoDB
 -- backlog. Members already parked are returned again, so a job that died before writing them
 -- can do it on its re-run. Child pages past max_pages are counted as capped, not queued.
+-- A closed crawl (done, or cancelled) takes nothing new: a late job cannot bring it back.
+-- While the crawl is paused, new jobs are due only far in the future (stats field `paused`
+-- holds that shift, in ms), so they wait in the queue without standing in other crawls' way.
 --
 -- KEYS[1]  the crawl's url hash (member -> state)
 -- KEYS[2]  the crawl's stats hash (counters)
@@ -17,8 +20,11 @@
 local urls, stats, queue = KEYS[1], KEYS[2], KEYS[3]
 local now, expires, max_pages, ttl, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local skipped_invalid, skipped_scope, max_queued = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local discovered = tonumber(redis.call('HGET', stats, 'discovered') or '0')
-local queued = tonumber(redis.call('HGET', stats, 'queued') or '0')
+local control = redis.call('HMGET', stats, 'closed', 'paused', 'discovered', 'queued')
+if control[1] == '1' then return {0, 0, 0, {}} end
+local due = tonumber(now) + tonumber(control[2] or '0')
+local discovered = tonumber(control[3] or '0')
+local queued = tonumber(control[4] or '0')
 local new_pages, new_lists, capped, new_queued, new_waiting = 0, 0, 0, 0, 0
 local parked = {}
 for i = 9, #ARGV, 4 do
@@ -33,7 +39,7 @@ for i = 9, #ARGV, 4 do
       if queued < max_queued then
         redis.call('HSET', urls, member, 'q')
         redis.call('PSETEX', prefix .. job_id, expires, payload)
-        redis.call('ZADD', queue, now, job_id)
+        redis.call('ZADD', queue, due, job_id)
         queued = queued + 1
         new_queued = new_queued + 1
       else

@@ -1,0 +1,1 @@
+"""Seeing what workers do: Prometheus metrics, the health endpoint, heartbeats, JSON logs."""

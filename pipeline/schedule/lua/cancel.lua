@@ -1,0 +1,44 @@
+-- Cancel a batch of a crawl's unsettled URLs whose jobs are not running.
+--
+-- A queued member ('q') whose job holds no in-progress key loses its job record, retry counter
+-- and queue entry, becomes 'c' and counts as cancelled; a parked one ('w', in the MongoDB
+-- backlog, which the caller clears) likewise. A member whose job is running is left to that job,
+-- which settles it as usual (no worker starts a job of a crawl being cancelled, so none is
+-- added). Settled members are not touched. So `discovered` keeps adding up:
+-- stored + unchanged + failed + cancelled, and lists + lists_done + lists_failed + lists_cancelled.
+--
+-- KEYS[1]  the crawl's url hash      KEYS[2]  its stats hash      KEYS[3]  the queue
+-- ARGV[1]  arq's job key prefix      ARGV[2]  in-progress key prefix      ARGV[3]  retry key prefix
+-- ARGV[4..] groups of three: member, counter to bump (cancelled or lists_cancelled), job id
+-- Reply: {members cancelled, members left to their running jobs}
+local urls, stats, queue = KEYS[1], KEYS[2], KEYS[3]
+local job_prefix, progress_prefix, retry_prefix = ARGV[1], ARGV[2], ARGV[3]
+local cancelled, running, dequeued, unparked = 0, 0, 0, 0
+for i = 4, #ARGV, 3 do
+  local member, counter, job_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local state = redis.call('HGET', urls, member)
+  local cancel = false
+  if state == 'q' then
+    if redis.call('EXISTS', progress_prefix .. job_id) == 1 then
+      running = running + 1
+    else
+      redis.call('DEL', job_prefix .. job_id, retry_prefix .. job_id)
+      dequeued = dequeued + redis.call('ZREM', queue, job_id)
+      cancel = true
+    end
+  elseif state == 'w' then
+    unparked = unparked + 1
+    cancel = true
+  end
+  if cancel then
+    redis.call('HSET', urls, member, 'c')
+    redis.call('HINCRBY', stats, counter, 1)
+    cancelled = cancelled + 1
+  end
+end
+if cancelled > 0 then
+  redis.call('HINCRBY', stats, 'pending', -cancelled)
+  if dequeued > 0 then redis.call('HINCRBY', stats, 'queued', -dequeued) end
+  if unparked > 0 then redis.call('HINCRBY', stats, 'waiting', -unparked) end
+end
+return {cancelled, running}
