@@ -30,6 +30,7 @@ log = logging.getLogger("pipeline.heartbeat")
 HEARTBEAT_INTERVAL_S = 5.0
 RECORD_TTL_S = 3 * HEARTBEAT_INTERVAL_S
 FORGET_AFTER_S = 24 * 3600  # a worker that went quiet is listed (as gone) this long
+FIRST_BEAT_S = 1.0
 LAG_INTERVAL_S = 0.5
 LAG_WINDOW = 10  # samples: the lag reported is the worst of the last few seconds
 
@@ -71,8 +72,13 @@ class WorkerCard:
 async def heartbeat_forever(
     redis: Redis, card: WorkerCard, liveness: Liveness, poll_within_s: float, interval: float = HEARTBEAT_INTERVAL_S
 ) -> None:
-    """Write the worker's record now and every `interval` seconds; remove it when stopped."""
+    """Write the worker's record soon after start, then every `interval` seconds; remove it when stopped.
+
+    The first is written once the worker has had a moment to poll, so it does not say "not
+    polling" of a worker that is merely starting.
+    """
     try:
+        await asyncio.sleep(min(interval, FIRST_BEAT_S))
         while True:
             try:
                 await beat(redis, card, liveness, poll_within_s)

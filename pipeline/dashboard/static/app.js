@@ -246,14 +246,14 @@ function fillRow(tr, crawl) {
   tr.classList.toggle("selected", crawl.crawl_id === state.selected);
   cells[0].replaceChildren(badge(crawl.state));
   cells[1].className = "crawl-cell";
-  cells[1].replaceChildren(
+  cells[1].replaceChildren(...[
     h("span", { class: "url", title: crawl.start_url, text: crawl.start_url }),
     h("span", { class: "sub" },
       h("span", { class: "mono", text: crawl.crawl_id }),
       crawl.schedule ? h("span", { class: "tag", text: `schedule ${crawl.schedule}` }) : null,
       h("span", { text: crawl.finished_at ? `finished ${ago(crawl.finished_at)}` : `started ${ago(crawl.created_at)}` })),
     crawl.error ? h("span", { class: "row-error", title: crawl.error, text: crawl.error }) : null,
-  );
+  ].filter(Boolean));
   cells[2].replaceChildren(...progressBar(crawl));
   cells[3].className = "num";
   cells[3].replaceChildren(
@@ -427,7 +427,7 @@ function renderWorkers(workers) {
     const lag = w.loop_lag_ms;
     return h("tr", { class: w.alive ? "" : "gone" },
       h("td", {}, h("span", { class: `wdot ${dot}`, title: !w.alive ? "gone quiet" : w.polling ? "polling" : "not polling" })),
-      h("td", { class: "worker-id mono", title: w.id }, w.id, h("small", { text: [w.role && `role ${w.role}`, w.metrics && `metrics ${w.metrics}`].filter(Boolean).join(" · ") })),
+      h("td", { class: "worker-id mono", title: w.id }, w.id, h("small", { text: [w.role, w.metrics && `metrics ${w.metrics}`].filter(Boolean).join(" · ") })),
       h("td", { class: "num", text: w.alive ? `${fmt(w.jobs_running)} / ${fmt(w.max_jobs)}` : "–" }),
       h("td", { class: `num ${lag > 250 ? "lag-bad" : lag > 50 ? "lag-warn" : ""}`, text: w.alive && lag !== undefined ? `${lag} ms` : "–" }),
       h("td", { class: "num", text: ago(w.last_seen) }));
@@ -444,7 +444,7 @@ function renderSchedules(schedules) {
       h("div", { class: "meta" },
         h("span", { text: `last ${ago(s.last_run_at)}${s.last_crawl_state ? ` (${s.last_crawl_state})` : ""}` }),
         h("span", { text: s.paused ? "next tick skipped" : `next ${until(s.next_run)}` }),
-        h("span", { text: `${fmt(s.runs)} runs · ${fmt(s.skipped)} skipped` }),
+        h("span", { text: `${fmt(s.runs)} run${s.runs === 1 ? "" : "s"} · ${fmt(s.skipped)} skipped` }),
         s.last_skip_reason && s.skipped ? h("span", { class: "faint", text: `last skip: ${s.last_skip_reason}` }) : null));
   }));
 }
