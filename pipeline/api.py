@@ -67,7 +67,7 @@ class Pipeline:
         self._mongo = mongo_client(self.settings)
         self._store = MongoStore(self._mongo, self.settings.mongo.db, 1, 0)
         self._frontier = Frontier(self._redis, self.settings.redis.queue)
-        self._control = CrawlControl(self._store, self._frontier, Backlog(self._store.db["backlog"], self._frontier))
+        self._control = CrawlControl(self._store, self._frontier, Backlog(self._store, self._frontier))
         await self._store.ensure_indexes()
 
     async def close(self) -> None:
