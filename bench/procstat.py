@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +171,7 @@ class Sampler:
         self._thread = threading.Thread(target=self._loop, name="bench-sampler", daemon=True)
         self._machine_base = self._machine_last = machine_busy_ticks()
         self._self_base = self._self_last = _own_ticks()
+        self._base_time = self._last_time = time.monotonic()
 
     def __enter__(self) -> Sampler:
         self.sample()
@@ -188,6 +190,11 @@ class Sampler:
                 meter.observe(stats)
             self._machine_last = machine_busy_ticks()
             self._self_last = _own_ticks()
+            self._last_time = time.monotonic()
+
+    def window_seconds(self) -> float:
+        """How long the window the CPU figures cover lasted: from `mark` to the latest sample."""
+        return self._last_time - self._base_time
 
     def machine_cpu_seconds(self) -> float:
         """CPU the whole machine spent since `mark`: compared with the meters, it shows other load."""
@@ -204,6 +211,7 @@ class Sampler:
             for meter in self.meters:
                 meter.mark()
             self._machine_base, self._self_base = self._machine_last, self._self_last
+            self._base_time = self._last_time
         self.sample()  # peaks of the new window start from the current footprint
 
     def _loop(self) -> None:

@@ -53,6 +53,7 @@ class Measured:
     other_cpu_s: float  # everything else the machine ran meanwhile: noise if large
     root_cpu_s: float  # the subject's root processes alone: each worker's event loop
     machine_cpu_s: float  # the whole machine over the window
+    window_s: float  # how long the window lasted
 
 
 def site_args(workload: Workload) -> list[str]:
@@ -104,6 +105,8 @@ def _crawl_measured(
                 profiler.stop()
         sampler.sample()
         counters.stop()
+        # Read inside the block: leaving it takes one more sample, past the crawl's end.
+        machine_cpu_s, window_s = sampler.machine_cpu_seconds(), sampler.window_seconds()
     subject_meter = meters["subject"]
     ours = sum(meter.cpu_seconds() for meter in meters.values()) + sampler.own_cpu_seconds()
     measured = Measured(
@@ -116,9 +119,10 @@ def _crawl_measured(
         services_cpu_s={name: meters[name].cpu_seconds() for name in SERVICE_NAMES},
         runner_cpu_s=sampler.own_cpu_seconds(),
         counters=counters,
-        other_cpu_s=max(0.0, sampler.machine_cpu_seconds() - ours),
+        other_cpu_s=max(0.0, machine_cpu_s - ours),
         root_cpu_s=subject_meter.root_cpu_seconds(),
-        machine_cpu_s=sampler.machine_cpu_seconds(),
+        machine_cpu_s=machine_cpu_s,
+        window_s=window_s,
     )
     return outcome, measured
 
@@ -191,7 +195,7 @@ def _result(
         "other_cpu_s": round(measured.other_cpu_s, 3),
         # How busy the cores were: near 1.0 the machine, not the subject, is the limit. And the
         # share of one core each worker's event-loop process used (1.0: that loop is the limit).
-        "machine_busy": _share(measured.machine_cpu_s, (os.cpu_count() or 1) * outcome.wall_observed_s),
+        "machine_busy": _share(measured.machine_cpu_s, (os.cpu_count() or 1) * measured.window_s),
         "event_loop_busy": _share(measured.root_cpu_s, subject.workers * outcome.wall_observed_s),
         "peak_rss_mb": round(measured.peak_rss_mb, 1),
         "peak_pss_mb": round(measured.peak_pss_mb, 1),
