@@ -26,6 +26,10 @@ class InvalidSelector(PipelineError, ValueError):
     """A CSS selector selectolax cannot parse."""
 
 
+class InvalidPattern(PipelineError, ValueError):
+    """A scope pattern (`allow`, `deny`) that is not a valid regular expression."""
+
+
 class CrawlNotFound(PipelineError, LookupError):
     """No crawl (or schedule) has that id (or name)."""
 
@@ -49,6 +53,13 @@ class PermanentFailure(PipelineError):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+
+
+class InvalidSitemap(PermanentFailure):
+    """A sitemap that cannot be read: bad XML, not a sitemap, corrupt gzip, over the size cap."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid sitemap: {reason}")
 
 
 class FetchError(PipelineError):

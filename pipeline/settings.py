@@ -18,6 +18,7 @@ from typing import Any
 from pipeline.crawl.cron import check_cron
 from pipeline.errors import ConfigError, InvalidURL
 from pipeline.parse.html import check_selector
+from pipeline.schedule.scope import SCOPES, check_pattern
 from pipeline.urls import normalise_url
 
 __all__ = ["ConfigError", "CrawlSettings", "ScheduleSpec", "Settings", "load_settings"]
@@ -34,14 +35,28 @@ def _setting(
     check: Callable[[Any], object] | None = None,
     help: str = "",
     metavar: str = "",
+    flag: str = "",
+    split: bool = True,
 ) -> Any:
     """A declared setting: its default, its bounds, and (for crawl options) its command-line help.
 
-    `check` is called with a value that has the right type and raises `ValueError` if the value
-    cannot work (a CSS selector selectolax refuses, say).
+    `check` is called with a value that has the right type (each item of a list) and raises
+    `ValueError` if the value cannot work (a CSS selector selectolax refuses, say). `flag` names
+    the command-line flag when it is not the option's name (`--sitemap` for `sitemaps`). A list
+    given as one string is split at commas unless `split` is false (regular expressions have
+    commas of their own: such a string is one item).
     """
     return field(
-        default=default, metadata={"min": min, "choices": choices, "check": check, "help": help, "metavar": metavar}
+        default=default,
+        metadata={
+            "min": min,
+            "choices": choices,
+            "check": check,
+            "help": help,
+            "metavar": metavar,
+            "flag": flag,
+            "split": split,
+        },
     )
 
 
@@ -130,7 +145,34 @@ class CrawlSettings:
     )
     max_pages: int = _setting(100_000, min=1, metavar="N", help="child pages stored at most")
     scope: str = _setting(
-        "host", choices=("host", "domain", "any"), help="which hosts to follow: the start host, its domain, any"
+        "host",
+        choices=SCOPES,
+        help="which hosts to follow: the start host, every host of its registrable domain (public-suffix list), any",
+    )
+    allow: tuple[str, ...] = _setting(
+        (),
+        check=check_pattern,
+        split=False,
+        metavar="REGEX",
+        help="follow only URLs in which this regular expression is found (re.search on the canonical URL; repeatable)",
+    )
+    deny: tuple[str, ...] = _setting(
+        (),
+        check=check_pattern,
+        split=False,
+        metavar="REGEX",
+        help="never follow URLs in which this regular expression is found; deny wins over allow (repeatable)",
+    )
+    sitemaps: tuple[str, ...] = _setting(
+        (),
+        check=normalise_url,
+        flag="sitemap",
+        metavar="URL",
+        help="a sitemap or sitemap index (gzipped or not) whose pages the crawl fetches too (repeatable)",
+    )
+    robots_sitemaps: bool = _setting(False, help="also read the sitemaps named by the start host's robots.txt")
+    store_lists: bool = _setting(
+        False, help="store the list pages too (a crawl with max_depth above 1 always stores its start page)"
     )
     max_queued: int = _setting(
         10_000, min=10, metavar="N", help="jobs the crawl keeps in Redis; the rest wait in MongoDB"
@@ -256,7 +298,10 @@ def coerce(key: str, raw: Any, spec: dataclasses.Field[Any], source: str = "") -
             raise ConfigError(f"{key}: expected a finite number, got {raw!r}{where}")
     elif kind is tuple:
         # A TOML array of strings, or a comma-separated environment variable.
-        items = raw.split(",") if isinstance(raw, str) else raw
+        if isinstance(raw, str):
+            items = raw.split(",") if spec.metadata.get("split", True) else [raw]
+        else:
+            items = raw
         if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
             raise ConfigError(f"{key}: expected a list of strings, got {raw!r}{where}")
         value = tuple(i.strip() for i in items if i.strip())

@@ -1,56 +1,76 @@
-"""URL normalisation and crawl scope: the identity of a page.
+"""URL normalisation: the identity of a page.
 
 Two links name the same page when they normalise to the same string; that string is what the
-crawl deduplicates on, what job ids are derived from and what `pages.url` holds.
+crawl deduplicates on, what job ids are derived from, what `pages.url` holds and, byte for
+byte, what the fetcher requests. Which URLs a crawl follows is `pipeline.schedule.scope`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import OrderedDict
-from typing import Literal
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from yarl import URL
 
 from pipeline.errors import InvalidURL
 
-Scope = Literal["host", "domain", "any"]
-
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# yarl encodes a host to IDNA but lets any other ASCII through; none of these can be in a name
+# the resolver could look up (and `%` would be an IPv6 zone, meaningless to another machine).
+_BAD_HOST = re.compile(r"[\x00-\x20\x7f<>\"'\\{}|^`%/?#@]")
 
 
 def normalise_url(url: str, base: str | None = None) -> str:
-    """Resolve `url` against `base` and bring it to canonical form.
+    """Resolve `url` against `base` and bring it to the form aiohttp sends.
 
-    Relative links are resolved, the fragment dropped, scheme and host lower-cased, default
-    ports removed and an empty path made `/`. Raises `InvalidURL` for anything that is not
-    http(s) (`mailto:`, `javascript:`, `data:`, `ftp:`) or cannot be parsed.
+    The form is yarl's (aiohttp's own URL type): dot segments removed, percent-encoding of
+    unreserved characters decoded (`%7E` -> `~`) and of everything else upper-cased, spaces and
+    non-ASCII characters percent-encoded, the host lower-cased and IDNA-encoded (`bücher.de` ->
+    `xn--bcher-kva.de`) without a trailing dot, default ports removed, an empty path made `/`
+    and the fragment dropped. The fetcher sends this string verbatim, so the URL a crawl
+    deduplicates, stores and fetches is one and the same. Raises `InvalidURL` for anything that
+    is not http(s) (`mailto:`, `javascript:`, `data:`, `ftp:`) or cannot be parsed.
     """
-    url = url.strip()
+    return _normalise(url.strip(), base, URL)
+
+
+def _normalise(url: str, base: str | None, parse_base: Callable[[str], URL]) -> str:
     if not url:
         raise InvalidURL("empty URL")
     try:
-        absolute = urljoin(base, url) if base else url
-        parts = urlsplit(absolute)
-        scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS:
-            raise InvalidURL(f"unsupported scheme {scheme + ':' if scheme else '(none)'} in {_short(url)}")
-        host = (parts.hostname or "").rstrip(".")
-        if not host:
-            raise InvalidURL(f"no host in {_short(url)}")
-        port = parts.port
-    except ValueError as exc:
-        if isinstance(exc, InvalidURL):
-            raise
+        parsed = URL(url)
+        if base and not (parsed.scheme and parsed.absolute):
+            # A link with a scheme and a host stands alone; anything else is resolved against
+            # the page (RFC 3986's resolution, as aiohttp resolves a redirect's Location).
+            parsed = parse_base(base).join(parsed)
+        return _canonical(parsed, url)
+    except InvalidURL:
+        raise
+    except (ValueError, TypeError) as exc:
         raise InvalidURL(f"malformed URL {_short(url)}: {exc}") from None
-    if any(c in host for c in " <>\"'\\{}|^`") or "%" in host:
-        raise InvalidURL(f"malformed host in {_short(url)}")
-    if ":" in host:  # IPv6 literal: urlsplit strips the brackets, put them back
+
+
+def _canonical(parsed: URL, raw: str) -> str:
+    scheme = parsed.scheme
+    if scheme not in _DEFAULT_PORTS:
+        raise InvalidURL(f"unsupported scheme {scheme + ':' if scheme else '(none)'} in {_short(raw)}")
+    host = (parsed.raw_host or "").rstrip(".")
+    if not host:
+        raise InvalidURL(f"no host in {_short(raw)}")
+    if _BAD_HOST.search(host):
+        raise InvalidURL(f"malformed host in {_short(raw)}")
+    if ":" in host:  # IPv6 literal: yarl keeps it without its brackets
         host = f"[{host}]"
+    port = parsed.explicit_port
     netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
-    if parts.username is not None:
-        userinfo = parts.username + (f":{parts.password}" if parts.password is not None else "")
-        netloc = f"{userinfo}@{netloc}"
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    if parsed.raw_user is not None:
+        password = parsed.raw_password
+        netloc = f"{parsed.raw_user}{'' if password is None else ':' + password}@{netloc}"
+    query = parsed.raw_query_string
+    return f"{scheme}://{netloc}{parsed.raw_path or '/'}{'?' + query if query else ''}"
 
 
 class LinkResolver:
@@ -58,27 +78,28 @@ class LinkResolver:
 
     Sites repeat their navigation on every page, and an absolute link (`https://…`) or a
     root-relative one (`/docs/x`) resolves to the same URL on every page of the same origin;
-    normalising costs far more than a lookup. Relative links (`../x`, `x`)
-    depend on the page's path and are always resolved afresh. Bounded: the least recently used
-    entries are dropped beyond `size`.
+    normalising costs far more than a lookup. Relative links (`../x`, `x`) depend on the page's
+    path and are always resolved afresh, against the page's URL parsed once for all its links.
+    Bounded: the least recently used entries are dropped beyond `size`.
     """
 
     def __init__(self, size: int = 20_000) -> None:
         self._size = size
         self._known: OrderedDict[tuple[str, str], str | InvalidURL] = OrderedDict()
+        self._base: tuple[str, URL] | None = None
 
     def resolve(self, href: str, base: str) -> str:
         """What `normalise_url(href, base)` returns (or raises), for a normalised `base`."""
         href = href.strip()  # as normalise_url does, before deciding what the result depends on
         key = _reusable_key(href, base)
         if key is None:
-            return normalise_url(href, base)
+            return _normalise(href, base, self._parse_base)
         known = self._known.get(key)
         if known is not None:
             self._known.move_to_end(key)
         else:
             try:
-                known = normalise_url(href, base)
+                known = _normalise(href, base, self._parse_base)
             except InvalidURL as exc:
                 known = exc
             self._known[key] = known
@@ -88,21 +109,25 @@ class LinkResolver:
             raise InvalidURL(str(known))
         return known
 
+    def _parse_base(self, base: str) -> URL:
+        """The page's URL, parsed once for all the relative links on it."""
+        if self._base is None or self._base[0] != base:
+            self._base = (base, URL(base))
+        return self._base[1]
+
 
 def _reusable_key(href: str, base: str) -> tuple[str, str] | None:
     """The part of `base` that `href` resolves against, with `href`; None if that is all of it.
 
     An absolute link needs only the base's scheme, a root-relative one its origin. Not reused:
-    links with tabs or newlines, which urllib drops before parsing (a tab between two slashes
-    makes a root-relative link host-relative), and "http://" links with no host, which urllib
-    resolves against a base of the same scheme.
+    links with tabs or newlines, which are dropped before parsing (a tab between two slashes
+    makes a root-relative link host-relative), and "http://" links with no host, which resolve
+    against the base.
     """
     if "\t" in href or "\n" in href or "\r" in href:
         return None
     if href.startswith(("http://", "https://", "HTTP://", "HTTPS://")):
         after = href[href.index("//") + 2 : href.index("//") + 3]
-        # urljoin treats an absolute link of the base's own scheme slightly differently (it
-        # drops an empty ";" parameter), so the base's scheme is part of the key.
         return (base[: base.find(":")], href) if after and after not in "/?#" else None
     if href.startswith("/") and not href.startswith("//"):
         return (_origin(base), href)
@@ -115,23 +140,8 @@ def _origin(url: str) -> str:
 
 
 def url_host(url: str) -> str:
-    """The host (without port) of a normalised URL, the key of per-host limits."""
+    """The host (without port) of a normalised URL, the key of per-host limits and of scope."""
     return (urlsplit(url).hostname or "").lower()
-
-
-def in_scope(url: str, start_url: str, scope: Scope | str) -> bool:
-    """Whether a crawl that started at `start_url` may follow `url`.
-
-    `host`: the same host only; `domain`: the start host and its subdomains (a leading `www.`
-    of the start host is ignored); `any`: everything.
-    """
-    if scope == "any":
-        return True
-    host, start = url_host(url), url_host(start_url)
-    if scope == "host":
-        return host == start
-    root = start.removeprefix("www.")
-    return host == root or host.endswith("." + root)
 
 
 def url_digest(url: str) -> str:

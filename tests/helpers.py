@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pymongo import AsyncMongoClient
 
 from pipeline.api import Pipeline
@@ -62,11 +64,18 @@ async def crawl_to_completion(settings: Settings, start_url: str, **options: Any
 
 
 class StaticSite:
-    """A tiny site with hand-written pages, on this test's event loop: `{path: html}`."""
+    """A tiny site with hand-written pages, on this test's event loop: `{path: html}`.
 
-    def __init__(self, pages: dict[str, str]) -> None:
+    A page may also be `(body, content type)` (bytes served as they are). Pages are found by
+    decoded path and query, else by the request target as sent. `hits` counts requests
+    by decoded path and query; `raw_hits` by the Host header and the request target exactly as
+    they arrived.
+    """
+
+    def __init__(self, pages: dict[str, str | tuple[bytes, str]]) -> None:
         self.pages = pages
         self.hits: dict[str, int] = {}
+        self.raw_hits: dict[tuple[str, str], int] = {}
         self._runner: Any = None
         self.base_url = ""
 
@@ -75,10 +84,14 @@ class StaticSite:
 
         async def handle(request: web.Request) -> web.Response:
             self.hits[request.path_qs] = self.hits.get(request.path_qs, 0) + 1
-            html = self.pages.get(request.path_qs)
-            if html is None:
+            raw = (request.host, request.raw_path)
+            self.raw_hits[raw] = self.raw_hits.get(raw, 0) + 1
+            page = self.pages.get(request.path_qs, self.pages.get(request.raw_path))
+            if page is None:
                 return web.Response(status=404, text="not here")
-            return web.Response(text=html.replace("{base}", self.base_url), content_type="text/html")
+            if isinstance(page, tuple):
+                return web.Response(body=page[0], content_type=page[1])
+            return web.Response(text=page.replace("{base}", self.base_url), content_type="text/html")
 
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", handle)
@@ -86,12 +99,28 @@ class StaticSite:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        port = self._runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()
+
+
+def resolve_to_loopback(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Make `names` resolve to 127.0.0.1 in this process, as a hosts file would (no DNS here).
+
+    The worker's resolver asks `socket.getaddrinfo` (in a thread); every other name resolves as
+    before.
+    """
+    real = socket.getaddrinfo
+    known = {name.lower() for name in names}
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        return real("127.0.0.1" if isinstance(name, str) and name.lower() in known else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 def service_env(settings: Settings) -> dict[str, str]:

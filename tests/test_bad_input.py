@@ -27,6 +27,7 @@ async def test_invalid_job_payloads_fail_alone(settings: Settings, caplog: pytes
         await redis.enqueue_job("fetch_page", {"crawl": 1}, "http://x/", -1)
         await redis.enqueue_job("fetch_page", "only-one-argument")
         await redis.enqueue_job("crawl", "c", "http://x/", "deep")
+        await redis.enqueue_job("fetch_page", "c", "http://x/a b", 1)  # not the form the fetcher sends
         await redis.enqueue_job("no_such_function", 1)
         await redis.set("arq:job:garbage", b"\xc1 not msgpack")
         await redis.zadd(settings.redis.queue, {"garbage": 1})
@@ -45,6 +46,7 @@ async def test_invalid_job_payloads_fail_alone(settings: Settings, caplog: pytes
     assert "url must be an http(s) URL string, got 'file:///etc/passwd'" in text
     assert "crawl_id must be a non-empty string" in text
     assert "depth must be a whole number" in text
+    assert "url must be canonical ('http://x/a%20b'), got 'http://x/a b'" in text
     assert "function 'no_such_function' not found" in text
 
 
@@ -58,6 +60,10 @@ async def test_invalid_job_payloads_fail_alone(settings: Settings, caplog: pytes
         ("http://ok.test/", {"max_pages": 0}, "max_pages"),
         ("http://ok.test/", {"link_selector": "a["}, "invalid CSS selector"),
         ("http://ok.test/", {"scope": "galaxy"}, "scope"),
+        ("http://ok.test/", {"allow": ["/docs/", "("]}, r"allow: invalid regular expression '\('"),
+        ("http://ok.test/", {"deny": ["[a-"]}, "deny: invalid regular expression"),
+        ("http://ok.test/", {"sitemaps": ["ftp://ok.test/sitemap.xml"]}, "sitemaps: unsupported scheme ftp:"),
+        ("http://ok.test/", {"sitemaps": ["/sitemap.xml"]}, r"sitemaps: unsupported scheme \(none\)"),
     ],
 )
 async def test_api_refuses_bad_crawls_before_queueing(

@@ -90,3 +90,30 @@ def test_replace_validates() -> None:
     with pytest.raises(ConfigError, match=r"fetch\.per_host"):
         Settings().replace(fetch={"per_host": 0})
     assert Settings().replace(fetch={"per_host": 4}).fetch.per_host == 4
+
+
+def test_schedules_take_scope_rules_and_sitemaps(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "[[schedule]]\nname = 'docs'\ncron = '@daily'\nstart_url = 'https://example.com/'\n"
+        "allow = ['/docs/', '\\?page=\\d{1,3}']\ndeny = ['/old/']\nsitemaps = ['https://example.com/sitemap.xml']\n"
+        "robots_sitemaps = true\nstore_lists = true\n"
+    )
+    [spec] = load_settings(config, environ={}).schedules
+    assert spec.options["allow"] == ("/docs/", r"\?page=\d{1,3}")
+    assert spec.options["deny"] == ("/old/",)
+    assert spec.options["sitemaps"] == ("https://example.com/sitemap.xml",)
+    assert spec.options["robots_sitemaps"] is True and spec.options["store_lists"] is True
+
+    config.write_text(
+        "[[schedule]]\nname = 'docs'\ncron = '@daily'\nstart_url = 'https://example.com/'\ndeny = ['(']\n"
+    )
+    with pytest.raises(ConfigError, match=r"schedule\[docs\]\.deny: invalid regular expression"):
+        load_settings(config, environ={})
+    env = {
+        "PIPELINE_CRAWL_ALLOW": r"/p\d{1,3}/",
+        "PIPELINE_CRAWL_SITEMAPS": "https://a.test/s.xml,https://b.test/s.xml",
+    }
+    crawl = load_settings(environ=env).crawl
+    assert crawl.allow == (r"/p\d{1,3}/",)  # one pattern, commas and all
+    assert crawl.sitemaps == ("https://a.test/s.xml", "https://b.test/s.xml")

@@ -1,8 +1,9 @@
 """The flags of `pipeline crawl`, one per crawl option, made from their one declaration.
 
-Each option of `CrawlSettings` becomes `--name-with-dashes` (a list option is repeated, a yes/no
-option has a `--no-` form) with the declared help. Values stay as typed: `CrawlOptions.build`
-checks them exactly as it checks the API's keywords and `[[schedule]]` keys.
+Each option of `CrawlSettings` becomes `--name-with-dashes`, or the flag it declares (a list
+option is repeated, a yes/no option has a `--no-` form) with the declared help. Values stay as
+typed: `CrawlOptions.build` checks them exactly as it checks the API's keywords and
+`[[schedule]]` keys.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from pipeline.settings import CRAWL_OPTIONS
 
 
 def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    """The flag of a crawl option: `--max-pages` for `max_pages`, or the one it declares."""
+    spec = CRAWL_OPTIONS.get(name)
+    declared = spec.metadata.get("flag") if spec is not None else ""
+    return "--" + (declared or name).replace("_", "-")
 
 
 def add_crawl_options(parser: argparse.ArgumentParser) -> None:

@@ -10,9 +10,9 @@ import uuid
 
 from pipeline.crawl.options import CrawlOptions
 from pipeline.crawl.status import ACTIVE_STATES, COUNTERS, COUNTERS_SKIPPED, FINISHED_STATES, CrawlStatus
-from pipeline.schedule.frontier import CONTROL_FIELDS, Discovery, Frontier
+from pipeline.schedule.frontier import CONTROL_FIELDS, ROBOTS_SITEMAPS, SITEMAP, Discovery, Frontier
 from pipeline.store.mongo import MongoStore, utcnow
-from pipeline.urls import url_host
+from pipeline.urls import normalise_url, url_host
 
 
 def completion_job_id(crawl_id: str, name: str) -> str:
@@ -23,8 +23,21 @@ def new_crawl_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def start_items(options: CrawlOptions) -> list[Discovery]:
+    """What a crawl starts from: its start page as the first list page (and as a page, when the
+    crawl keeps it), the sitemaps it was given, and the start host's robots.txt when its
+    sitemaps are wanted."""
+    items = [Discovery(options.start_url, "list", 0, options.list_job)]
+    if options.keeps_start_page:
+        items.append(Discovery(options.start_url, "page", 0, kept_by_list=True))
+    items += [Discovery(url, "sitemap", 0, SITEMAP) for url in options.sitemaps]
+    if options.robots_sitemaps:
+        items.append(Discovery(normalise_url("/robots.txt", options.start_url), "sitemap", 0, ROBOTS_SITEMAPS))
+    return items
+
+
 async def start_crawl(store: MongoStore, frontier: Frontier, options: CrawlOptions) -> str:
-    """Record a new crawl and queue its start page as the first list page."""
+    """Record a new crawl and queue what it starts from (see `start_items`)."""
     crawl_id = new_crawl_id()
     await store.create_crawl(
         {
@@ -38,8 +51,11 @@ async def start_crawl(store: MongoStore, frontier: Frontier, options: CrawlOptio
         }
     )
     await frontier.create(crawl_id, options.to_dict())
-    start = Discovery(options.start_url, "list", 0, options.list_job)
-    await frontier.register(crawl_id, [start], max_pages=options.max_pages, max_queued=options.max_queued)
+    items = start_items(options)
+    # Nothing the crawl starts from waits in the backlog (there is no job yet to write it there):
+    # the bound is stretched to fit them, however many sitemaps were given.
+    max_queued = max(options.max_queued, len(items))
+    await frontier.register(crawl_id, items, max_pages=options.max_pages, max_queued=max_queued)
     return crawl_id
 
 

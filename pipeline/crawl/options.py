@@ -46,7 +46,10 @@ class CrawlOptions(CrawlSettings):
             cls(**_fields_of(defaults)), **values, start_url=normalise_url(start_url), schedule=schedule
         )
         return dataclasses.replace(
-            options, list_job=options.list_job or list_job, item_job=options.item_job or item_job
+            options,
+            list_job=options.list_job or list_job,
+            item_job=options.item_job or item_job,
+            sitemaps=tuple(dict.fromkeys(normalise_url(url) for url in options.sitemaps)),
         )
 
     @classmethod
@@ -57,6 +60,21 @@ class CrawlOptions(CrawlSettings):
             k: tuple(v) if isinstance(known[k].default, tuple) else v for k, v in data.items() if k in known
         }
         return cls(**values)
+
+    @property
+    def keeps_list_pages(self) -> bool:
+        """Whether each list page is also stored as a page (`store_lists`).
+
+        Only the web pipeline's own list job (`crawl`) knows how to settle a list page it
+        keeps; another pipeline's list pages are never kept.
+        """
+        return self.store_lists and self.list_job == PIPELINES["web"][0]
+
+    @property
+    def keeps_start_page(self) -> bool:
+        """Whether the start page is stored: a site crawl (links followed below the children)
+        reaches it like any other page, and a crawl keeping its list pages keeps it too."""
+        return self.list_job == PIPELINES["web"][0] and (self.max_depth > 1 or self.store_lists)
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)

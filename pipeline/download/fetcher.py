@@ -14,6 +14,7 @@ import time
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from pipeline.download.host_limits import AdaptiveLimiter, SlotReport
 from pipeline.download.response import Response
@@ -106,7 +107,12 @@ class Fetcher:
         return response
 
     async def get(self, url: str, headers: dict[str, str] | None = None, *, priority: bool = False) -> Response:
-        """GET `url`, following redirects; `priority` requests (list pages) are served first."""
+        """GET `url`, following redirects; `priority` requests (list pages) are served first.
+
+        `url` is canonical (`normalise_url`), and is requested byte for byte as it is: the URL
+        a crawl deduplicated and stores is the one the site receives. Redirect targets are
+        normalised the same way.
+        """
         started = time.perf_counter()
         current = url
         visited = {url}
@@ -161,7 +167,10 @@ class Fetcher:
         """One request and response, telling the host's concurrency controller how it went."""
         started = time.perf_counter()
         try:
-            async with self._session.get(url, allow_redirects=False, headers=headers) as resp:
+            # Already in yarl's form: aiohttp is told not to encode it again, so what it sends
+            # is exactly this string (a non-canonical one would be sent as it is, too).
+            target = URL(url, encoded=True)
+            async with self._session.get(target, allow_redirects=False, headers=headers) as resp:
                 latency = time.perf_counter() - started
                 self._metrics.response(resp.status, latency)
                 if resp.status == 429 or resp.status >= 500:

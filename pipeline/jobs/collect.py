@@ -14,10 +14,10 @@ import asyncio
 import datetime as dt
 from collections.abc import Mapping
 
-from pipeline.crawl.options import CrawlOptions
 from pipeline.crunch.objects import JsonObject, crunch_object
 from pipeline.download.json_api import Listing, Payload, fetch_json, fetch_object, parse_listing
 from pipeline.schedule.discover import Found
+from pipeline.schedule.scope import Scope
 from pipeline.settle.outcome import Attempt, check_payload, finish
 from pipeline.settle.retries import ride_out, settle
 from pipeline.store.mongo import utcnow
@@ -42,7 +42,8 @@ async def collect_list(ctx: WorkerContext, crawl_id: str, url: str, depth: int =
         options = await res.crawl_options(crawl_id)
         # A list page goes ahead of the objects already queued: every later page waits for it.
         listing = parse_listing((await fetch_json(res.fetcher, url, priority=True)).data)
-        await res.backlog.schedule(crawl_id, options, listing_found(url, listing, options))
+        found = listing_found(url, listing, await res.crawl_scope(crawl_id))
+        await res.backlog.schedule(crawl_id, options, found)
         await finish(res, crawl_id, "list", url, stored=True, fetched=True, attempt=attempt)
 
     await settle(ctx, crawl_id, "list", url, work, depth=depth)
@@ -99,17 +100,17 @@ async def collect_summary(ctx: WorkerContext, crawl_id: str) -> None:
     await res.store.crawls.update_one({"_id": crawl_id}, {"$set": {"summary": summary}})
 
 
-def listing_found(page_url: str, listing: Listing, options: CrawlOptions) -> Found:
+def listing_found(page_url: str, listing: Listing, scope: Scope) -> Found:
     """The listing's URLs as the crawl will follow them: normalised, deduplicated, in scope.
 
     The next list page is walked by `collect_list`, each object fetched by `collect_object`;
     what is dropped is counted like the web pipeline's skipped links.
     """
-    found = Found(skipped_invalid=listing.invalid, seen={page_url})
+    found = Found(scope, skipped_invalid=listing.invalid, seen={page_url})
     if listing.next_url is not None:
-        found.add(listing.next_url, page_url, options, "list", 0, LIST_JOB)
+        found.add(listing.next_url, page_url, "list", 0, LIST_JOB)
     for href in listing.item_urls:
-        found.add(href, page_url, options, "page", OBJECT_DEPTH, ITEM_JOB)
+        found.add(href, page_url, "page", OBJECT_DEPTH, ITEM_JOB)
     return found
 
 

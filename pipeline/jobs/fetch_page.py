@@ -42,7 +42,8 @@ async def fetch_page(
         parsed = parse_response(response, link_selector=options.link_selector)
         await store_page(res, crawl_id, depth, attempt.number, response, parsed, started)
         if parsed is not None and depth < options.max_depth:
-            found = discover(url, parsed, options, depth=depth + 1, include_next=False, links=res.links)
+            scope = await res.crawl_scope(crawl_id)
+            found = discover(url, parsed, options, scope, depth=depth + 1, include_next=False, links=res.links)
             await res.backlog.schedule(crawl_id, options, found)
         await finish(res, crawl_id, "page", url, stored=True, fetched=True, attempt=attempt)
 

@@ -50,7 +50,9 @@ from pipeline.worker.queue import (
 
 log = logging.getLogger("pipeline.frontier")
 
-Kind = Literal["page", "list"]
+# A child page, a list page (walked for its links and pagination) or a sitemap (read for its
+# pages); list pages and sitemaps are counted together as `lists`.
+Kind = Literal["page", "list", "sitemap"]
 CRAWL_KEY_TTL_S = 7 * 24 * 3600
 FETCH_PAGE = "fetch_page"
 HOST_LIMITS_KEY = "pipeline:host_limits"
@@ -63,6 +65,10 @@ PAUSE_SHIFT_MS = 10**15
 # Fields of the stats hash that steer the crawl rather than count anything.
 CONTROL_FIELDS = ("paused", "closed")
 CONTROL_BATCH = 500
+SITEMAP = "sitemap"
+ROBOTS_SITEMAPS = "robots_sitemaps"
+_JOB_PREFIX = {"page": "p", "list": "l", "sitemap": "s"}
+_MEMBER_PREFIX = {"page": "", "list": "L|", "sitemap": "S|"}
 
 _REGISTER = read_script("pipeline.schedule", "register.lua")
 _PROMOTE = read_script("pipeline.schedule", "promote.lua")
@@ -79,6 +85,8 @@ class Discovery:
 
     `function` is the job that will handle it (its pipeline's list or item job); `extra`, if
     given, is passed to that job as a last argument (e.g. the validators of a conditional GET).
+    `kept_by_list` marks a page that the list job of the same URL fetches and stores: it is
+    counted and deduplicated like any page, but has no job of its own.
     """
 
     url: str
@@ -86,6 +94,7 @@ class Discovery:
     depth: int
     function: str = ""
     extra: dict[str, Any] | None = None
+    kept_by_list: bool = False
 
     @property
     def job_function(self) -> str:
@@ -113,13 +122,13 @@ class Settled:
 
 def job_id(crawl_id: str, kind: Kind, url: str) -> str:
     """Deterministic: the same URL in the same crawl is always the same job."""
-    return f"{'p' if kind == 'page' else 'l'}:{crawl_id}:{url_digest(url)}"
+    return f"{_JOB_PREFIX[kind]}:{crawl_id}:{url_digest(url)}"
 
 
 def _member(kind: Kind, url: str) -> str:
-    # List pages and child pages are tracked apart: a list page that is also linked as a child
-    # must still be walked for pagination.
-    return url if kind == "page" else "L|" + url
+    # List pages, sitemaps and child pages are tracked apart: a list page that is also linked as
+    # a child must still be walked for pagination.
+    return _MEMBER_PREFIX[kind] + url
 
 
 def _kind_and_url(member: str) -> tuple[Kind, str]:
@@ -135,7 +144,10 @@ class Requeue:
 
 
 def _payload(crawl_id: str, item: Discovery, now_ms: int) -> bytes:
-    """The job record of `item`, written by our scripts exactly as arq would write it."""
+    """The job record of `item`, written by our scripts exactly as arq would write it (none for a
+    page its list job keeps: the script then only counts it)."""
+    if item.kept_by_list:
+        return b""
     args: list[Any] = [crawl_id, item.url, item.depth]
     if item.extra is not None:
         args.append(item.extra)
@@ -281,7 +293,7 @@ class Frontier:
             counter, state = ("cancelled" if kind == "page" else "lists_cancelled"), "c"
         elif kind == "page":
             counter, state = ("unchanged" if unchanged else "stored") if stored else "failed", "s" if stored else "f"
-        else:
+        else:  # list pages and sitemaps
             counter, state = "lists_done" if stored else "lists_failed", "s" if stored else "f"
         keys = [urls, stats]
         args: list[Any] = [_member(kind, url), counter, state, int(fetched and kind == "page"), retries]
@@ -290,6 +302,12 @@ class Frontier:
             args.append(retire)
         changed, pending, queued, waiting, retired = await self._finish(keys=keys, args=args)
         return Settled(bool(changed), int(pending), int(queued), int(waiting), bool(retired))
+
+    async def page_state(self, crawl_id: str, url: str) -> str | None:
+        """The state of `url` as a page of the crawl: 'o' for a page its list job keeps and has
+        not settled yet (see `Discovery`), 'q', 'w', 's', 'f', or None if it is not one."""
+        state = await self.redis.hget(self._keys(crawl_id)[0], _member("page", url))  # type: ignore[misc]
+        return None if state is None else _text(state)
 
     async def counters(self, crawl_id: str) -> dict[str, int]:
         raw: dict[bytes, bytes] = await self.redis.hgetall(self._keys(crawl_id)[1])  # type: ignore[misc]

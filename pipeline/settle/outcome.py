@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.crawl.lifecycle import complete_crawl
-from pipeline.errors import InvalidPayload
+from pipeline.errors import InvalidPayload, InvalidURL
 from pipeline.schedule.frontier import Kind
 from pipeline.store.mongo import utcnow
+from pipeline.urls import normalise_url
 from pipeline.worker.resources import Resources
 
 log = logging.getLogger("pipeline.settle")
@@ -46,6 +47,14 @@ def check_payload(crawl_id: Any, url: Any, depth: Any) -> tuple[str, str, int]:
         raise InvalidPayload(f"crawl_id must be a non-empty string, got {crawl_id!r}")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise InvalidPayload(f"url must be an http(s) URL string, got {url!r:.200}")
+    try:
+        canonical = normalise_url(url)
+    except InvalidURL:
+        canonical = None
+    if canonical != url:
+        # The fetcher sends a job's URL byte for byte, and the crawl counts it under this
+        # spelling: a URL the frontier did not write (a job queued by hand) must be canonical.
+        raise InvalidPayload(f"url must be canonical ({canonical!r:.200}), got {url!r:.200}")
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
         raise InvalidPayload(f"depth must be a whole number >= 0, got {depth!r}")
     return crawl_id, url, depth
@@ -73,11 +82,13 @@ async def finish(
     attempt: Attempt,
     unchanged: bool = False,
     cancelled: bool = False,
+    retire: bool = True,
 ) -> None:
     """Settle the URL in the frontier; the call that settles the crawl's last URL completes it.
 
     Settling also drains the backlog: when the crawl's queue is down to half its bound and URLs
-    are parked, this job moves the oldest of them back into the queue.
+    are parked, this job moves the oldest of them back into the queue. `retire=False` keeps the
+    job in arq's queue whatever happens: for a job that has another URL to settle after this one.
     """
     settled = await res.frontier.finish(
         crawl_id,
@@ -88,9 +99,9 @@ async def finish(
         retries=attempt.number - 1,
         unchanged=unchanged,
         cancelled=cancelled,
-        retire=attempt.job_id,
+        retire=attempt.job_id if retire else None,
     )
-    attempt.retired = settled.retired
+    attempt.retired = attempt.retired or settled.retired
     if settled.changed and stored and kind == "page":
         res.metrics.page_stored(unchanged)
     if settled.waiting > 0:
@@ -106,12 +117,19 @@ async def finish(
 async def record_failure(
     res: Resources, crawl_id: str, kind: Kind, url: str, reason: str, status: int | None, attempt: Attempt
 ) -> None:
-    """A document in `failures` saying why, then the URL settled as failed."""
+    """A document in `failures` saying why, then the URL settled as failed.
+
+    A list page the crawl keeps as a page (see `pipeline.jobs.crawl`) fails as a page: its
+    document says kind page, and both its page and its list page are settled as failed (a
+    re-run after a crash in between finds the page failed already and keeps the kind).
+    """
+    page_state = await res.frontier.page_state(crawl_id, url) if kind == "list" else None
+    kept = page_state == "o"
     await res.store.record_failure(
         {
             "crawl_id": crawl_id,
             "url": url,
-            "kind": kind,
+            "kind": "page" if page_state in ("o", "f") else kind,
             "depth": attempt.depth,
             "attempts": attempt.number,
             "error": reason,
@@ -120,5 +138,8 @@ async def record_failure(
         }
     )
     res.metrics.failure(reason, status)
-    await finish(res, crawl_id, kind, url, stored=False, fetched=status is not None, attempt=attempt)
+    fetched = status is not None
+    if kept:
+        await finish(res, crawl_id, "page", url, stored=False, fetched=fetched, attempt=attempt, retire=False)
+    await finish(res, crawl_id, kind, url, stored=False, fetched=fetched, attempt=attempt)
     log.info("failed %s after %d attempt(s): %s", url, attempt.number, reason)

@@ -25,6 +25,8 @@ JobFunction = Callable[..., Awaitable[Any]]
 BUILTIN_JOBS = (
     "pipeline.jobs.crawl:crawl",
     "pipeline.jobs.fetch_page:fetch_page",
+    "pipeline.jobs.sitemap:sitemap",
+    "pipeline.jobs.sitemap:robots_sitemaps",
     "pipeline.jobs.complete:crawl_summary",
     "pipeline.jobs.collect:collect_list",
     "pipeline.jobs.collect:collect_object",

@@ -7,6 +7,7 @@ what it opens is registered on the worker's one exit stack (`pipeline.worker.lif
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -22,7 +23,9 @@ from pipeline.download.fetcher import Fetcher, create_session
 from pipeline.download.host_limits import AdaptiveLimiter, AdaptiveSettings
 from pipeline.observe.metrics import Metrics, Recorder
 from pipeline.schedule.backlog import Backlog
+from pipeline.schedule.discover import crawl_scope
 from pipeline.schedule.frontier import Frontier
+from pipeline.schedule.scope import PublicSuffixes, Scope
 from pipeline.settings import Settings
 from pipeline.store.blobs import BlobStore, FileBlobStore, S3BlobStore
 from pipeline.store.mongo import MongoStore
@@ -46,7 +49,9 @@ class Resources:
     remote_cpu: RemoteCpu | None
     metrics: Recorder = field(default_factory=Recorder)  # `Metrics` when the worker serves them
     links: LinkResolver = field(default_factory=LinkResolver)
+    suffixes: PublicSuffixes = field(default_factory=PublicSuffixes)  # read when a crawl first needs it
     _options: OrderedDict[str, CrawlOptions] = field(default_factory=OrderedDict)
+    _scopes: OrderedDict[str, Scope] = field(default_factory=OrderedDict)
 
     async def crawl_options(self, crawl_id: str) -> CrawlOptions:
         """A crawl's options, cached: they never change while the crawl runs."""
@@ -65,6 +70,21 @@ class Resources:
         if len(self._options) > _OPTIONS_CACHE_SIZE:
             self._options.popitem(last=False)
         return options
+
+    async def crawl_scope(self, crawl_id: str) -> Scope:
+        """A crawl's scope, its patterns compiled once (and the public-suffix list read, in a
+        thread, the first time a crawl of this worker asks for a domain scope)."""
+        cached = self._scopes.get(crawl_id)
+        if cached is not None:
+            self._scopes.move_to_end(crawl_id)
+            return cached
+        options = await self.crawl_options(crawl_id)
+        if options.scope == "domain" and not self.suffixes.loaded:
+            await asyncio.to_thread(self.suffixes.load)
+        scope = self._scopes[crawl_id] = crawl_scope(options, self.suffixes)
+        if len(self._scopes) > _OPTIONS_CACHE_SIZE:
+            self._scopes.popitem(last=False)
+        return scope
 
     async def compute(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a CPU-stage function: in this worker's pool, or on a CPU worker when roles are split."""

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
+from pipeline.cli.crawl_flags import given_crawl_options
+from pipeline.cli.main import _parser
 from pipeline.settings import Settings
 from tests.helpers import ROOT, run_cli, service_env
 from tests.servers.site import SiteConfig, ThreadedSite, expected_child_paths, missing_paths
@@ -64,6 +66,33 @@ def test_crawl_refuses_bad_urls(settings: Settings, url: str) -> None:
     result = run_cli("crawl", url, env=service_env(settings))
     assert result.returncode == 2
     assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--deny", "("], "deny: invalid regular expression '('"),
+        (["--allow", "/docs/", "--allow", "*x"], "allow: invalid regular expression '*x'"),
+        (["--sitemap", "mailto:someone@example.com"], "sitemaps: unsupported scheme mailto:"),
+    ],
+)
+def test_crawl_refuses_bad_scope_rules_and_sitemaps(settings: Settings, flags: list[str], message: str) -> None:
+    result = run_cli("crawl", "http://example.com/", *flags, env=service_env(settings))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_repeated_flags_are_lists_of_the_options() -> None:
+    sitemaps = ["--sitemap", "http://h.test/a.xml", "--sitemap", "http://h.test/b.xml"]
+    scope = ["--allow", r"/p\d{1,3},x", "--deny", "/old/"]
+    args = _parser().parse_args(["crawl", "http://h.test/", *sitemaps, *scope, "--robots-sitemaps", "--store-lists"])
+    assert given_crawl_options(args) == {
+        "sitemaps": ["http://h.test/a.xml", "http://h.test/b.xml"],
+        "allow": [r"/p\d{1,3},x"],
+        "deny": ["/old/"],
+        "robots_sitemaps": True,
+        "store_lists": True,
+    }
 
 
 def test_bad_configuration_stops_with_the_key_named(settings: Settings, tmp_path: Path) -> None:

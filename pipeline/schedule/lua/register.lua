@@ -3,7 +3,8 @@
 -- A new member is queued (its arq job record written, its state 'q') while the crawl has fewer
 -- than max_queued jobs in Redis, else parked (state 'w') for the caller to write to the MongoDB
 -- backlog. Members already parked are returned again, so a job that died before writing them
--- can do it on its re-run. Child pages past max_pages are counted as capped, not queued.
+-- can do it on its re-run. Child pages past max_pages are counted as capped, not queued. A page
+-- with an empty job record is one its list job keeps: it is counted with state 'o' and no job.
 -- A closed crawl (done, or cancelled) takes nothing new: a late job cannot bring it back.
 -- While the crawl is paused, new jobs are due only far in the future (stats field `paused`
 -- holds that shift, in ms), so they wait in the queue without standing in other crawls' way.
@@ -15,7 +16,7 @@
 -- ARGV[3]  max_pages                          ARGV[4]  TTL of the crawl's keys, s
 -- ARGV[5]  arq's job key prefix               ARGV[6]  links skipped as invalid
 -- ARGV[7]  links skipped as out of scope      ARGV[8]  max_queued
--- ARGV[9..] groups of four: member, kind ('page' or 'list'), job id, job record
+-- ARGV[9..] groups of four: member, kind ('page', 'list' or 'sitemap'), job id, job record
 -- Reply: {new pages, new list pages, capped, {parked members}}
 local urls, stats, queue = KEYS[1], KEYS[2], KEYS[3]
 local now, expires, max_pages, ttl, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -36,7 +37,9 @@ for i = 9, #ARGV, 4 do
     if kind == 'page' and discovered >= max_pages then
       capped = capped + 1
     else
-      if queued < max_queued then
+      if payload == '' then
+        redis.call('HSET', urls, member, 'o')
+      elseif queued < max_queued then
         redis.call('HSET', urls, member, 'q')
         redis.call('PSETEX', prefix .. job_id, expires, payload)
         redis.call('ZADD', queue, due, job_id)
