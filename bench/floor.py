@@ -121,7 +121,14 @@ class Floor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._bulk = BulkWriter(pages, options.batch_size) if options.writes == "bulk" else None
 
+    @property
+    def _keeps_start_page(self) -> bool:
+        """As the pipeline: a site crawl (links followed below the children) stores its start page."""
+        return self.options.max_depth > 1
+
     async def crawl(self) -> Counts:
+        if self._keeps_start_page:
+            self._seen.add(self.options.start_url)  # stored from its list fetch, never fetched again
         self._visit(self.options.start_url, depth=0, is_list=True)
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
@@ -168,13 +175,17 @@ class Floor:
                 self._visit(url, depth=depth, is_list=is_list)
 
     async def _list(self, url: str) -> None:
+        started = time.perf_counter()
         body, charset = await self._get(url)
+        fetch_ms = (time.perf_counter() - started) * 1000
         parsed = parse_html(
             decode_html(body, charset),
             link_selector=self.options.link_selector,
             next_selector=self.options.next_selector,
         )
         self.counts.lists += 1
+        if url == self.options.start_url and self._keeps_start_page:
+            await self._store(url, 0, body, charset, parsed, fetch_ms)
         seen = {url}
         self._follow(url, parsed.next_links, seen, depth=0, is_list=True)
         self._follow(url, parsed.links, seen, depth=1, is_list=False)
@@ -184,6 +195,14 @@ class Floor:
         body, charset = await self._get(url)
         fetch_ms = (time.perf_counter() - started) * 1000
         parsed = parse_html(decode_html(body, charset), link_selector=self.options.link_selector)
+        await self._store(url, depth, body, charset, parsed, fetch_ms)
+        if depth < self.options.max_depth:
+            self.counts.links += len(parsed.links)
+            self._follow(url, parsed.links, {url}, depth=depth + 1, is_list=False)
+
+    async def _store(
+        self, url: str, depth: int, body: bytes, charset: str | None, parsed: ParsedPage, fetch_ms: float
+    ) -> None:
         sha256 = hashlib.sha256(body).hexdigest()
         put = self.s3.put(sha256, body, "text/html")
         assert self.pool is not None
@@ -194,9 +213,6 @@ class Floor:
         else:
             await self.pages.update_one({"url": url}, {"$set": document}, upsert=True)
         self.counts.pages += 1
-        if depth < self.options.max_depth:
-            self.counts.links += len(parsed.links)
-            self._follow(url, parsed.links, {url}, depth=depth + 1, is_list=False)
 
     def _document(
         self,
