@@ -23,9 +23,9 @@ from pipeline.worker.resources import Resources
 
 # The protocol has no index of indexes; a site nesting them deeper than this is going in circles.
 MAX_INDEX_NESTING = 3
-# URLs registered per frontier call: a sitemap may list 50,000, and one script call that long
-# would hold Redis up.
-BATCH = 1000
+# URLs resolved and registered per frontier call: a sitemap may list 50,000, and one script call
+# that long would hold Redis up, one resolution loop that long the worker's event loop.
+BATCH = 500
 PAGE_DEPTH = 1
 
 
@@ -81,6 +81,6 @@ async def _schedule(
         for location in locations[start : start + BATCH]:
             if kind == "sitemap":
                 found.add(location, source, "sitemap", depth, SITEMAP)
-            else:
-                found.add(location, source, "page", depth)
+            else:  # the pipeline's item job, as for the children of its list pages
+                found.add(location, source, "page", depth, options.item_job)
         await res.backlog.schedule(crawl_id, options, found)
