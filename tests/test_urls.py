@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.errors import InvalidURL
-from pipeline.urls import LinkResolver, normalise_url, url_digest
+from pipeline.urls import LinkResolver, normalise_url, url_digest, url_host
 
 
 @pytest.mark.parametrize(
@@ -68,7 +70,9 @@ _wild_paths = st.lists(
     st.one_of(st.sampled_from(["..", ".", "%7e", "%2F", "%zz", "a b", "é", "%C3%A9", ";x=1"]), st.text(max_size=6)),
     max_size=5,
 ).map("/".join)
-_wild_hosts = st.sampled_from(["bücher.de", "BÜCHER.DE.", "xn--bcher-kva.de", "Example.COM", "[::1]", "10.0.0.1"])
+_wild_hosts = st.sampled_from(
+    ["bücher.de", "BÜCHER.DE.", "xn--bcher-kva.de", "Example.COM", "[::1]", "10.0.0.1", "u:p@h.test:8080", "[::1]:81"]
+)
 
 
 @given(host=_wild_hosts, path=_wild_paths, query=_wild_paths)
@@ -79,6 +83,7 @@ def test_normalise_is_idempotent_on_what_pages_write(host: str, path: str, query
         return
     assert normalise_url(url) == url
     assert url.isascii() and " " not in url and "/../" not in url.partition("?")[0]
+    assert url_host(url) == urlsplit(url).hostname  # read off the string, as a parser reads it
 
 
 _hosts = st.from_regex(r"[a-z][a-z0-9]{0,10}(\.[a-z]{2,5}){1,2}", fullmatch=True)
