@@ -59,15 +59,20 @@ async def test_sitemaps_feed_the_crawl_under_its_rules(settings: Settings) -> No
                         f"{base}/sm/bomb.xml.gz",
                         f"{base}/sm/huge.xml",
                         f"{base}/sm/missing.xml",
+                        f"{base}/nest/1.xml",
                     ),
                     XML,
                 ),
+                # Indexes of indexes: read to three levels below the first, then refused.
+                "/nest/1.xml": (index(f"{base}/nest/2.xml"), XML),
+                "/nest/2.xml": (index(f"{base}/nest/3.xml"), XML),
+                "/nest/3.xml": (index(f"{base}/p/5"), XML),
                 "/sm/packed.xml.gz": (gzip.compress(urlset(f"{base}/p/3", f"{base}/p/1")), GZIP),
                 "/sm/broken.xml": (BROKEN, XML),
                 "/sm/page.html": "<html><body><a href='/p/4'>not a sitemap</a></body></html>",
                 "/sm/bomb.xml.gz": (gzip.compress(b"<urlset>" + b" " * (20 * CAP) + b"</urlset>"), GZIP),
                 "/sm/huge.xml": (urlset(*(f"{base}/p/{i}" for i in range(10, 5000))), XML),
-                **{f"/p/{i}": f"<p>page {i}</p>" for i in range(1, 5)},
+                **{f"/p/{i}": f"<p>page {i}</p>" for i in range(1, 6)},
             }
         )
         status = await crawl_to_completion(
@@ -78,13 +83,13 @@ async def test_sitemaps_feed_the_crawl_under_its_rules(settings: Settings) -> No
     counters = status.counters
     assert status.done
     assert (status.discovered, status.stored, status.failed) == (3, 3, 0)  # p/1, p/2, p/3
-    assert counters["lists"] == counters["lists_done"] + counters["lists_failed"] == 10
-    assert counters["lists_done"] == 5  # the list page, sitemap.xml, robots.txt, the index, packed
+    assert counters["lists"] == counters["lists_done"] + counters["lists_failed"] == 13
+    assert counters["lists_done"] == 7  # the list page, sitemap.xml, robots.txt, the index, packed, nest/1-2
     assert counters["skipped_scope"] == 3  # /private/3 (denied), other.test, elsewhere.test (other hosts)
     assert counters["skipped_invalid"] == 1  # mailto:x
     for path in ("/p/1", "/p/2", "/p/3", "/sitemap.xml", "/robots.txt", "/index.xml", "/sm/packed.xml.gz"):
         assert hits[path] == 1, path
-    assert "/p/4" not in hits and "/private/3" not in hits
+    assert "/p/4" not in hits and "/private/3" not in hits and "/p/5" not in hits
 
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)
     try:
@@ -109,4 +114,5 @@ async def test_sitemaps_feed_the_crawl_under_its_rules(settings: Settings) -> No
     )
     assert reasons["/sm/huge.xml"] == ("sitemap", f"invalid sitemap: larger than fetch.max_body_bytes ({CAP} bytes)")
     assert reasons["/sm/missing.xml"] == ("sitemap", "HTTP 404")
-    assert len(failures) == 5
+    assert reasons["/nest/3.xml"] == ("sitemap", "sitemap index nested more than 3 deep")
+    assert len(failures) == 6
