@@ -34,9 +34,10 @@ from pipeline.crawl.options import CrawlOptions
 from pipeline.crawl.status import ACTIVE_STATES, FINISHED_STATES
 from pipeline.errors import CrawlNotFound, InvalidTransition
 from pipeline.schedule.backlog import Backlog
-from pipeline.schedule.frontier import Discovery, Frontier, Kind, Requeue
+from pipeline.schedule.frontier import ROBOTS_SITEMAPS, SITEMAP, Discovery, Frontier, Kind, Requeue
 from pipeline.settings import Settings
 from pipeline.store.mongo import Document, MongoStore, utcnow
+from pipeline.urls import normalise_url
 
 log = logging.getLogger("pipeline.control")
 
@@ -144,7 +145,7 @@ class CrawlControl:
         cursor = self.store.failures.find({"crawl_id": crawl_id, "retrying": mark})
         batch: list[Requeue] = []
         async for failure in cursor:
-            batch.append(_requeue(failure, options))
+            batch += _requeue(failure, options)
             if len(batch) >= RETRY_BATCH:
                 queued += await self.frontier.requeue(crawl_id, batch)
                 batch = []
@@ -189,13 +190,30 @@ def _expect(record: Document, crawl_id: str, states: tuple[str, ...], action: st
     raise InvalidTransition(f"crawl {crawl_id} is {state}: {hint}")
 
 
-def _requeue(failure: Document, options: CrawlOptions) -> Requeue:
+def _requeue(failure: Document, options: CrawlOptions) -> list[Requeue]:
+    """What a failure queues again: its URL as it was queued (a list page, a sitemap, a page).
+
+    A list page the crawl kept failed as a page (`kept_list`): both come back, the page kept by
+    its list job again. The robots.txt read for its sitemaps is a sitemap of its own job.
+    """
     kind: Kind = "list" if failure.get("kind") == "list" else "page"
+    if failure.get("kind") == "sitemap":
+        kind = "sitemap"
     depth: Any = failure.get("depth")
     if not isinstance(depth, int):
-        depth = 0 if kind == "list" else 1
-    function = options.list_job if kind == "list" else options.item_job
-    return Requeue(Discovery(failure["url"], kind, depth, function), fetched=failure.get("status") is not None)
+        depth = 1 if kind == "page" else 0
+    url, fetched = failure["url"], failure.get("status") is not None
+    if failure.get("kept_list"):
+        return [
+            Requeue(Discovery(url, "list", depth, options.list_job), fetched=False),
+            Requeue(Discovery(url, "page", depth, kept_by_list=True), fetched=fetched),
+        ]
+    if kind == "sitemap":
+        robots = options.robots_sitemaps and url == normalise_url("/robots.txt", options.start_url)
+        function = ROBOTS_SITEMAPS if robots else SITEMAP
+    else:
+        function = options.list_job if kind == "list" else options.item_job
+    return [Requeue(Discovery(url, kind, depth, function), fetched=fetched)]
 
 
 async def sweep_forever(control: CrawlControl, interval: float = SWEEP_INTERVAL_S) -> None:

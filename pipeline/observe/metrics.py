@@ -31,6 +31,7 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # Failure reasons are free text (they name addresses, exceptions, sizes); as labels they are
 # reduced to these kinds, first match wins.
 _FAILURE_KINDS = (
+    ("invalid sitemap", "invalid_sitemap"),
     ("refused to connect", "blocked_address"),
     ("redirect", "redirects"),
     ("timed out", "timeout"),

@@ -132,7 +132,11 @@ def _member(kind: Kind, url: str) -> str:
 
 
 def _kind_and_url(member: str) -> tuple[Kind, str]:
-    return ("list", member[2:]) if member.startswith("L|") else ("page", member)
+    if member.startswith("L|"):
+        return "list", member[2:]
+    if member.startswith("S|"):
+        return "sitemap", member[2:]
+    return "page", member
 
 
 @dataclass(frozen=True)
@@ -387,11 +391,12 @@ class Frontier:
             batch.clear()
 
         async for raw_member, state in self.redis.hscan_iter(urls, count=1000):
-            if state not in (b"q", b"w"):
+            if state not in (b"q", b"w", b"o"):
                 continue
             kind, url = _kind_and_url(_text(raw_member))
             batch += [_member(kind, url), "cancelled" if kind == "page" else "lists_cancelled"]
-            batch.append(job_id(crawl_id, kind, url))
+            # A page its list job keeps has no job of its own: it goes with its list job's.
+            batch.append(job_id(crawl_id, "list" if state == b"o" else kind, url))
             if len(batch) >= CONTROL_BATCH * 3:
                 await send()
         if batch:
@@ -413,7 +418,7 @@ class Frontier:
 
         for entry in failed:
             item = entry.item
-            counter = "failed" if item.kind == "page" else "lists_failed"
+            counter = "failed" if item.kind == "page" else "lists_failed"  # list pages and sitemaps
             batch += [_member(item.kind, item.url), counter, int(entry.fetched and item.kind == "page")]
             batch += [job_id(crawl_id, item.kind, item.url), _payload(crawl_id, item, now_ms)]
             if len(batch) >= CONTROL_BATCH * 5:

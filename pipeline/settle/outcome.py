@@ -120,23 +120,24 @@ async def record_failure(
     """A document in `failures` saying why, then the URL settled as failed.
 
     A list page the crawl keeps as a page (see `pipeline.jobs.crawl`) fails as a page: its
-    document says kind page, and both its page and its list page are settled as failed (a
-    re-run after a crash in between finds the page failed already and keeps the kind).
+    document says kind page (and `kept_list`), and both its page and its list page are settled
+    as failed (a re-run after a crash in between finds the page failed already and keeps them).
     """
     page_state = await res.frontier.page_state(crawl_id, url) if kind == "list" else None
     kept = page_state == "o"
-    await res.store.record_failure(
-        {
-            "crawl_id": crawl_id,
-            "url": url,
-            "kind": "page" if page_state in ("o", "f") else kind,
-            "depth": attempt.depth,
-            "attempts": attempt.number,
-            "error": reason,
-            "status": status,
-            "failed_at": utcnow(),
-        }
-    )
+    failure = {
+        "crawl_id": crawl_id,
+        "url": url,
+        "kind": kind,
+        "depth": attempt.depth,
+        "attempts": attempt.number,
+        "error": reason,
+        "status": status,
+        "failed_at": utcnow(),
+    }
+    if page_state in ("o", "f"):
+        failure.update(kind="page", kept_list=True)  # a retry brings back the list page and its page
+    await res.store.record_failure(failure)
     res.metrics.failure(reason, status)
     fetched = status is not None
     if kept:

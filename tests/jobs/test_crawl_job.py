@@ -1,4 +1,5 @@
-"""Every page reached is kept: a site crawl's start page, and list pages with `store_lists`."""
+"""Every page reached is kept: a site crawl's start page, and list pages with `store_lists`; kept
+pages and sitemaps under cancel and retry."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
+from pipeline.api import Pipeline
+from pipeline.crawl.status import counters_add_up
 from pipeline.settings import Settings
-from tests.helpers import StaticSite, crawl_to_completion
+from tests.helpers import StaticSite, crawl_to_completion, run_burst_worker
 
 
 async def _stored(settings: Settings, crawl_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -73,3 +76,43 @@ async def test_store_lists_keeps_every_list_page(settings: Settings) -> None:
     assert stored[f"{base}/list2"]["depth"] == 0
     assert set(failures) == {f"{base}/list3"}
     assert failures[f"{base}/list3"]["kind"] == "page" and failures[f"{base}/list3"]["status"] == 404
+
+
+async def test_kept_pages_and_sitemaps_are_cancelled_and_retried_like_the_rest(settings: Settings) -> None:
+    sitemap = '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{base}/s</loc></url></urlset>'
+    pages: dict[str, str | tuple[bytes, str]] = {
+        "/list": "<a href='/a'>a</a><a rel=next href='/list2'>next</a>",
+        "/a": "<p>a</p>",
+        "/c": "<p>c</p>",
+        "/s": "<p>from the sitemap</p>",
+    }
+    async with StaticSite(pages) as site:
+        base = site.base_url
+        options: dict[str, Any] = {"store_lists": True, "sitemaps": [f"{base}/sitemap.xml"]}
+        async with Pipeline(settings) as pipeline:
+            # Cancelled before any worker ran: the kept start page goes with its list page.
+            idle = await pipeline.crawl(base + "/list", **options)
+            cancelled = await pipeline.cancel(idle, timeout=10)
+        assert cancelled.state == "cancelled" and counters_add_up(cancelled.counters), cancelled.counters
+        assert (cancelled.discovered, cancelled.counters["cancelled"], cancelled.counters["lists_cancelled"]) == (
+            1,
+            1,
+            2,
+        )
+
+        # /list2 and the sitemap are missing: a kept list page and a sitemap fail...
+        first = await crawl_to_completion(settings, base + "/list", **options)
+        assert first.done and (first.stored, first.failed) == (2, 1)  # /list, /a; /list2 failed
+        assert (first.counters["lists_done"], first.counters["lists_failed"]) == (1, 2)
+        # ...then come back, and a retry walks and keeps /list2 and reads the sitemap.
+        site.pages["/list2"] = "<a href='/c'>c</a>"
+        site.pages["/sitemap.xml"] = (sitemap.replace("{base}", base).encode(), "application/xml")
+        async with Pipeline(settings) as pipeline:
+            await pipeline.retry(first.crawl_id)
+            await run_burst_worker(settings)
+            done = await pipeline.status(first.crawl_id)
+    assert done.done and counters_add_up(done.counters), done.counters
+    assert (done.discovered, done.stored, done.failed) == (5, 5, 0)  # /list, /a, /list2, /c, /s
+    assert (done.counters["lists_done"], done.counters["lists_failed"]) == (3, 0)
+    stored, failures = await _stored(settings, done.crawl_id)
+    assert set(stored) == {f"{base}/{p}" for p in ("list", "a", "list2", "c", "s")} and failures == {}

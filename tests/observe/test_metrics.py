@@ -123,6 +123,7 @@ def test_failure_kinds() -> None:
     assert failure_kind("HTTP 503", 503) == "http_5xx"
     assert failure_kind("redirect loop at http://x/", 301) == "redirects"
     assert failure_kind("connection error: ClientConnectorError: boom", None) == "connection"
+    assert failure_kind("invalid sitemap: truncated gzip data", 200) == "invalid_sitemap"
 
 
 def test_json_log_lines() -> None:

@@ -2,7 +2,8 @@
 --
 -- A queued member ('q') whose job holds no in-progress key loses its job record, retry counter
 -- and queue entry, becomes 'c' and counts as cancelled; a parked one ('w', in the MongoDB
--- backlog, which the caller clears) likewise. A member whose job is running is left to that job,
+-- backlog, which the caller clears) likewise, and a page its list job keeps ('o', given with
+-- that list job's id). A member whose job is running is left to that job,
 -- which settles it as usual (no worker starts a job of a crawl being cancelled, so none is
 -- added). Settled members are not touched. So `discovered` keeps adding up:
 -- stored + unchanged + failed + cancelled, and lists + lists_done + lists_failed + lists_cancelled.
@@ -18,7 +19,7 @@ for i = 4, #ARGV, 3 do
   local member, counter, job_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local state = redis.call('HGET', urls, member)
   local cancel = false
-  if state == 'q' then
+  if state == 'q' or state == 'o' then
     if redis.call('EXISTS', progress_prefix .. job_id) == 1 then
       running = running + 1
     else
