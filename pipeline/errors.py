@@ -79,6 +79,27 @@ class FetchError(PipelineError):
         self.retry_after = retry_after
 
 
+class DisallowedByRobots(PipelineError):
+    """robots.txt disallows the URL (or a redirect hop of it) for our user agent: never requested."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"disallowed by robots.txt: {url}")
+        self.url = url
+
+
+class HostBusy(PipelineError):
+    """The host is at its limit (permits, start spacing, a pause, an unread robots.txt) for a while.
+
+    Raised only before a job has sent anything, so the job can give its slot back and run again
+    in `delay` seconds instead of waiting in it.
+    """
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(f"{reason}; again in {delay:.2f}s")
+        self.delay = delay
+        self.reason = reason
+
+
 class BlockedAddress(PipelineError, OSError):
     """The destination resolves to an address the configuration does not allow (the SSRF guard).
 
@@ -92,6 +113,10 @@ class RetryLater(PipelineError):
     def __init__(self, delay: float) -> None:
         super().__init__(f"retry in {delay:.2f}s")
         self.delay = delay
+
+
+class Deferred(RetryLater):
+    """The job should run again after `delay` seconds without counting it as a try: it sent nothing."""
 
 
 # --- our own infrastructure --------------------------------------------------------------------

@@ -125,6 +125,17 @@ class FetchSettings:
     allow_private_networks: bool = _setting(False)
     retry_base_delay: float = _setting(1.0, min=0)
     retry_max_delay: float = _setting(60.0, min=0)
+    # Least seconds between two request starts to one host, fleet-wide; a robots.txt
+    # Crawl-delay raises it for its host.
+    per_host_delay: float = _setting(0.0, min=0)
+    # Per-host limits (permits, the adaptive limit, pauses, start spacing) kept in Redis for the
+    # whole fleet; false: each worker keeps its own, so N workers may send N x per_host.
+    shared_limits: bool = _setting(True)
+    obey_robots: bool = _setting(True)
+    robots_ttl: float = _setting(86_400.0, min=1)  # seconds a host's robots.txt is kept
+    # Seconds a host whose robots.txt cannot be read (5xx, unreachable) keeps its URLs waiting
+    # before each is recorded as failed.
+    robots_wait: float = _setting(600.0, min=0)
 
 
 @dataclass(frozen=True)
@@ -187,6 +198,9 @@ class CrawlSettings:
     item_job: str = _setting("", metavar="JOB", help="job that handles each item (empty: the pipeline's)")
     conditional: bool = _setting(
         False, help="send If-None-Match / If-Modified-Since for pages stored before; a 304 counts as unchanged"
+    )
+    ignore_robots: bool = _setting(
+        False, help="do not read or obey robots.txt (and its Crawl-delay): for sites you own"
     )
 
 

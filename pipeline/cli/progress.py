@@ -19,17 +19,19 @@ def report(status: CrawlStatus, as_json: bool, out: TextIO) -> None:
     if status.error:
         out.write(f"  error: {redact(status.error)}\n")
     for key in ("discovered", "fetched", *PAGE_OUTCOMES, "retries", "pending", "lists", "lists_failed"):
-        if key != "cancelled" or data[key]:
-            out.write(f"  {key:<13}{data[key]:>8}\n")
+        if key not in ("cancelled", "skipped_robots") or data[key]:
+            out.write(f"  {key:<15}{data[key]:>8}\n")
     skipped = data["skipped_invalid"] + data["skipped_scope"] + data["capped"]
     if skipped:
         out.write(
-            f"  {'skipped':<13}{skipped:>8}  (invalid {data['skipped_invalid']}, "
+            f"  {'skipped':<15}{skipped:>8}  (invalid {data['skipped_invalid']}, "
             f"out of scope {data['skipped_scope']}, over max-pages {data['capped']})\n"
         )
-    out.write(f"  {'duration':<13}{data['duration_s']:>8.1f}s\n")
+    if data["lists_skipped_robots"]:
+        out.write(f"  {'lists skipped':<15}{data['lists_skipped_robots']:>8}  (disallowed by robots.txt)\n")
+    out.write(f"  {'duration':<15}{data['duration_s']:>8.1f}s\n")
     for host, limit in status.host_limits.items():
-        out.write(f"  concurrency limit for {host}: {limit} requests in flight per worker\n")
+        out.write(f"  concurrency limit for {host}: {limit} requests in flight\n")
 
 
 class Progress:

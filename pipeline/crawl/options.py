@@ -76,6 +76,11 @@ class CrawlOptions(CrawlSettings):
         reaches it like any other page, and a crawl keeping its list pages keeps it too."""
         return self.list_job == PIPELINES["web"][0] and (self.max_depth > 1 or self.store_lists)
 
+    @property
+    def obeys_robots(self) -> bool:
+        """Whether this crawl reads robots.txt (the worker's `fetch.obey_robots` may still say no)."""
+        return not self.ignore_robots
+
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
 

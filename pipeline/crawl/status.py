@@ -11,8 +11,9 @@ from typing import Any
 # LIST_OUTCOMES: once a crawl has finished, `discovered` is the sum of PAGE_OUTCOMES and `lists`
 # the sum of LIST_OUTCOMES. A new way for a URL to end gets its counter here (and in the frontier's
 # `finish`), and every sum follows.
-PAGE_OUTCOMES = ("stored", "unchanged", "failed", "cancelled")
-LIST_OUTCOMES = ("lists_done", "lists_failed", "lists_cancelled")
+# `skipped_robots`: robots.txt disallowed the URL, so it was never requested.
+PAGE_OUTCOMES = ("stored", "unchanged", "failed", "skipped_robots", "cancelled")
+LIST_OUTCOMES = ("lists_done", "lists_failed", "lists_skipped_robots", "lists_cancelled")
 COUNTERS = (
     "discovered",
     "fetched",
@@ -90,6 +91,11 @@ class CrawlStatus:
     @property
     def cancelled(self) -> int:
         return self.counters.get("cancelled", 0)
+
+    @property
+    def skipped_robots(self) -> int:
+        """Child pages robots.txt disallowed: never requested, neither stored nor failed."""
+        return self.counters.get("skipped_robots", 0)
 
     @property
     def unchanged_count(self) -> int:

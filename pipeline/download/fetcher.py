@@ -18,6 +18,7 @@ from yarl import URL
 
 from pipeline.download.host_limits import AdaptiveLimiter, SlotReport
 from pipeline.download.response import Response
+from pipeline.download.robots import RobotsCache
 from pipeline.download.ssrf_guard import GuardedResolver, blocked_cause, check_host
 from pipeline.errors import BlockedAddress, FetchError, InvalidURL, PermanentFailure
 from pipeline.observe.metrics import Recorder
@@ -83,7 +84,12 @@ def create_session(settings: FetchSettings) -> aiohttp.ClientSession:
 
 
 class Fetcher:
-    """GETs pages through the shared session under the shared limits."""
+    """GETs pages through the shared session under the shared limits, as robots.txt allows.
+
+    `robots` (with `fetch.obey_robots`) checks every URL and redirect hop against its origin's
+    robots.txt before it is requested, and spaces requests by the origin's Crawl-delay; a call
+    with `robots=False` (a crawl of a site you own) skips both.
+    """
 
     def __init__(
         self,
@@ -91,33 +97,56 @@ class Fetcher:
         limiter: AdaptiveLimiter,
         settings: FetchSettings,
         metrics: Recorder | None = None,
+        robots: RobotsCache | None = None,
     ) -> None:
         self._session = session
         self._limiter = limiter
         self._settings = settings
         self._metrics = metrics or Recorder()
+        self._robots = robots if settings.obey_robots else None
 
-    async def get_ok(self, url: str, *, priority: bool = False, validators: dict[str, str] | None = None) -> Response:
+    async def sitemaps(self, url: str) -> list[str]:
+        """The `Sitemap:` URLs in the robots.txt of `url`'s origin (read and shared like any robots.txt)."""
+        robots = self._robots
+        if robots is None:
+            return []
+        return await robots.sitemaps(url, self._robots_txt)
+
+    async def _robots_txt(self, url: str) -> Response:
+        return await self.get(url, robots=False)
+
+    async def get_ok(
+        self, url: str, *, priority: bool = False, validators: dict[str, str] | None = None, robots: bool = True
+    ) -> Response:
         """A 2xx response, or 304 to a conditional GET; any other status is a `PermanentFailure`."""
-        response = await self.get(url, conditional_headers(validators) if validators else None, priority=priority)
+        response = await self.get(
+            url, conditional_headers(validators) if validators else None, priority=priority, robots=robots
+        )
         if validators and response.status == 304:
             return response
         if not 200 <= response.status < 300:
             raise PermanentFailure(f"HTTP {response.status}", response.status)
         return response
 
-    async def get(self, url: str, headers: dict[str, str] | None = None, *, priority: bool = False) -> Response:
+    async def get(
+        self, url: str, headers: dict[str, str] | None = None, *, priority: bool = False, robots: bool = True
+    ) -> Response:
         """GET `url`, following redirects; `priority` requests (list pages) are served first.
 
         `url` is canonical (`normalise_url`), and is requested byte for byte as it is: the URL
         a crawl deduplicated and stores is the one the site receives. Redirect targets are
-        normalised the same way.
+        normalised the same way. Raises `DisallowedByRobots` (nothing requested) when robots.txt
+        disallows `url` or a hop.
         """
         started = time.perf_counter()
         current = url
         visited = {url}
+        obey = self._robots if robots else None
         for hop in range(self._settings.max_redirects + 1):
-            status, resp_headers, body, truncated = await self._request(current, headers, priority)
+            delay = self._settings.per_host_delay
+            if obey is not None:
+                delay = max(delay, await obey.check(current, self._robots_txt))
+            status, resp_headers, body, truncated = await self._request(current, headers, priority, delay)
             location = resp_headers.get("Location") if status in _REDIRECTS else None
             if location is None:
                 return self._response(url, current, status, resp_headers, body, truncated, hop, started)
@@ -132,12 +161,12 @@ class Fetcher:
         raise FetchError(f"more than {self._settings.max_redirects} redirects", retryable=False, status=status)
 
     async def _request(
-        self, url: str, headers: dict[str, str] | None, priority: bool = False
+        self, url: str, headers: dict[str, str] | None, priority: bool = False, delay: float = 0.0
     ) -> tuple[int, CIMultiDictProxy[str], bytes, bool]:
         host = url_host(url)
         try:
             check_host(host, self._settings.allow_private_networks)
-            async with self._limiter.slot(host, priority=priority) as report:
+            async with self._limiter.slot(host, priority=priority, delay=delay) as report:
                 return await self._exchange(url, headers, report)
         except FetchError:
             raise

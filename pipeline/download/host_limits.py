@@ -17,12 +17,24 @@ import math
 import statistics
 import time
 from collections import OrderedDict, deque
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
+
+from redis.exceptions import RedisError
+
+from pipeline.download import deferral
+from pipeline.download.fleet_limits import TICK_S, FleetLimits, HostAsk, HostGrant
+from pipeline.errors import HostBusy
 
 __all__ = ["AdaptiveLimiter", "AdaptiveSettings", "HostController", "HostState", "SlotReport"]
+
+log = logging.getLogger("pipeline.host_limits")
+
+# A failed round with the fleet (Redis away) is tried again this much later.
+FLEET_RETRY_S = 0.5
 
 # Latency is judged on the median of this many recent responses: one slow page (a big PDF, a
 # cold cache) must not count as a slowdown, while a slowdown of most responses shows within a few.
@@ -179,6 +191,25 @@ class HostController:
         self.errors += 1
         self._streak = 0
 
+    def adopt(self, limit: int, now: float) -> None:
+        """Take the limit the fleet agreed on (another worker's evidence moved it).
+
+        A lower limit counts as a decrease made now: what was sent before it is stale evidence,
+        and a cooldown begins, so this worker does not halve it again for the same burst.
+        """
+        if limit == self.limit:
+            return
+        if limit < self.limit:
+            self._ceiling = self.limit
+            self.decreases += 1
+            self._decreased_at = now
+            self._samples.clear()
+        else:
+            self.increases += 1
+        self.limit = limit
+        self._changed_at = now
+        self._streak = 0
+
     def _stale(self, started: float | None) -> bool:
         return started is not None and started < self._decreased_at
 
@@ -234,16 +265,28 @@ class _Gate:
     it; a waiter cancelled after being woken gives the slot on to the next one. A woken waiter looks
     again when it runs, because the capacity may have shrunk or a pause begun in between, and if so
     it goes back to the head of the queue: no request starts while its gate is full or paused.
+    `starved` (if given) is told when waiters remain that the capacity cannot serve: the fleet's
+    permits are asked for then. `shed` turns deferrable waiters away with an exception.
     """
 
-    __slots__ = ("_capacity", "_paused_for", "_resume", "held", "waiters")
+    __slots__ = ("_capacity", "_paused_for", "_resume", "deferrable", "held", "starved", "waiters")
 
-    def __init__(self, capacity: Callable[[], int], paused_for: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        capacity: Callable[[], int],
+        paused_for: Callable[[], float],
+        starved: Callable[[], None] | None = None,
+    ) -> None:
         self._capacity = capacity
         self._paused_for = paused_for
         self._resume: asyncio.TimerHandle | None = None
         self.held = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
+        self.deferrable: set[asyncio.Future[None]] = set()
+        self.starved = starved
+
+    def capacity(self) -> int:
+        return self._capacity()
 
     def admits(self) -> bool:
         """Whether one more slot may be taken now."""
@@ -269,15 +312,28 @@ class _Gate:
         capacity = self._capacity()
         while self.waiters and self.held < capacity:
             waiter = self.waiters.popleft()
+            self.deferrable.discard(waiter)
             if not waiter.done():
                 self.held += 1
                 waiter.set_result(None)
+        if self.waiters and self.starved is not None:
+            self.starved()
+
+    def shed(self, keep: int, refuse: Callable[[], BaseException]) -> None:
+        """Turn away deferrable waiters from the back until at most `keep` wait."""
+        for waiter in reversed(list(self.waiters)):
+            if len(self.waiters) <= keep:
+                return
+            if waiter in self.deferrable and not waiter.done():
+                self.waiters.remove(waiter)
+                self.deferrable.discard(waiter)
+                waiter.set_exception(refuse())
 
     def _pause_over(self) -> None:
         self._resume = None
         self.wake()
 
-    async def acquire(self, *, front: bool = False) -> None:
+    async def acquire(self, *, front: bool = False, deferrable: bool = False) -> None:
         """Take a slot, queueing (at the back, or at the front for a request handing one back) if need be."""
         if (front or not self.waiters) and self.admits():
             self.held += 1
@@ -288,14 +344,17 @@ class _Gate:
                 self.waiters.appendleft(waiter)
             else:
                 self.waiters.append(waiter)
+            if deferrable:
+                self.deferrable.add(waiter)
             self.wake()
             try:
                 await waiter
             except BaseException:
-                if waiter.done() and not waiter.cancelled():
+                self.deferrable.discard(waiter)
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     self.held -= 1
                 else:
-                    # Absent if a grant already skipped it as cancelled.
+                    # Absent if a grant already skipped it as cancelled, or it was shed.
                     with suppress(ValueError):
                         self.waiters.remove(waiter)
                 self.wake()
@@ -315,14 +374,51 @@ class _Gate:
             self._resume = None
 
 
-class _Host:
-    __slots__ = ("controller", "gate", "running", "users")
+class _Start(NamedTuple):
+    """A request waiting for the fleet to reserve its start: (start time or None, next free start)."""
 
-    def __init__(self, controller: HostController, clock: Callable[[], float]) -> None:
+    future: asyncio.Future[tuple[float | None, float]]
+    must: bool  # reserved however far ahead (it may not be deferred)
+    delay: float
+
+
+class _Host:
+    __slots__ = (
+        "contended",
+        "controller",
+        "fleet_held",
+        "gate",
+        "held",
+        "host",
+        "last_start",
+        "latency_s",
+        "pause_to_send",
+        "poll",
+        "refused",
+        "running",
+        "starts",
+        "synced_limit",
+        "users",
+    )
+
+    def __init__(self, host: str, controller: HostController, clock: Callable[[], float], fleet: bool) -> None:
+        self.host = host
         self.controller = controller
-        self.gate = _Gate(lambda: controller.limit, lambda: controller.paused_for(clock()))
+        self.held: int = 0  # permits of the fleet this worker holds for the host
+        # With the fleet, a request needs one of the permits this worker holds; alone, the limit.
+        capacity = (lambda: min(self.held, controller.limit)) if fleet else (lambda: controller.limit)
+        self.gate = _Gate(capacity, lambda: controller.paused_for(clock()))
         self.running = 0
         self.users = 0
+        self.fleet_held = 0  # permits the whole fleet holds, as last heard
+        self.synced_limit = controller.limit  # the fleet's limit, as last heard
+        self.refused = False  # the fleet's last answer gave fewer permits than asked for
+        self.contended = False  # another worker was refused a permit lately
+        self.pause_to_send = -math.inf  # a Retry-After pause the fleet has not heard of yet
+        self.starts: list[_Start] = []
+        self.last_start = -math.inf  # without the fleet: the last start this worker reserved
+        self.latency_s: float | None = None
+        self.poll: asyncio.TimerHandle | None = None
 
 
 class SlotReport:
@@ -351,6 +447,7 @@ class SlotReport:
         """The host is overloaded (429, 503, a timeout); `retry_after` in seconds if it said so."""
         now = self._claim()
         self._host.controller.on_overload(now, retry_after, started=self.started)
+        self._limiter._changed(self._host, paused=retry_after is not None and retry_after > 0)
 
     def error(self) -> None:
         """Some other failure: stops the host's limit growing, does not shrink it."""
@@ -369,11 +466,16 @@ class SlotReport:
 class AdaptiveLimiter:
     """At most `total` requests in flight overall, and to each host at most its current adaptive limit.
 
+    With `fleet` (`pipeline.download.fleet_limits`), the per-host limit, its permits, Retry-After
+    pauses and start spacing are the fleet's, kept in Redis: a request needs one of the permits
+    this worker holds, asked for in batches and kept while the host has requests here. Without
+    it, each worker keeps its own.
+
     Hosts' states live in an LRU of `max_hosts` entries, so a limit learned for a site survives
     between its requests while a crawl over millions of hosts does not grow a map forever. A host
     with requests in flight or waiting is never evicted, nor one still paused (forgetting the pause
-    would let the next request ignore the server's Retry-After), so the map may briefly exceed the
-    bound when that many hosts are busy or paused at once.
+    would let the next request ignore the server's Retry-After) or holding permits, so the map may
+    briefly exceed the bound when that many hosts are busy or paused at once.
     """
 
     def __init__(
@@ -382,6 +484,7 @@ class AdaptiveLimiter:
         settings: AdaptiveSettings,
         max_hosts: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        fleet: FleetLimits | None = None,
     ) -> None:
         if total < 1:
             raise ValueError(f"total must be at least 1, got {total}")
@@ -395,23 +498,36 @@ class AdaptiveLimiter:
         self._hosts: OrderedDict[str, _Host] = OrderedDict()
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.requests = 0
+        self.fleet = fleet
+        self._dirty: set[str] = set()
+        self._release_idle = False
+        self._round: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
 
     @asynccontextmanager
-    async def slot(self, host: str, *, priority: bool = False) -> AsyncIterator[SlotReport]:
+    async def slot(self, host: str, *, priority: bool = False, delay: float = 0.0) -> AsyncIterator[SlotReport]:
         """Hold one request slot for `host`; report the request's outcome on the yielded object.
 
         Waits for the host's pause to end and a slot under its current limit, then for a global
-        slot. Host first: a request waiting on a busy host must not hold a global slot that
-        requests to idle hosts could use. A `priority` request (a list page, which every child
-        behind it waits for) goes to the front of the host's queue.
+        slot, then for a start at least `delay` seconds after the host's previous one. Host first:
+        a request waiting on a busy host must not hold a global slot that requests to idle hosts
+        could use. A `priority` request (a list page, which every child behind it waits for) goes
+        to the front of the host's queue. A request that would wait long raises `HostBusy`
+        instead, if its job may still be deferred (`pipeline.download.deferral`).
         """
         entry = self._enter(host)
         try:
-            await self._admit(entry, priority)
+            defer = deferral.may_defer()
+            await self._admit(entry, priority, defer)
             try:
+                if delay > 0:
+                    await self._spaced(entry, delay, defer)
+                deferral.spend()
                 report = SlotReport(self, entry, self._clock())
                 entry.running += 1
                 self.in_flight += 1
+                self.requests += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:
                     yield report
@@ -422,13 +538,23 @@ class AdaptiveLimiter:
             finally:
                 self._global.release()
                 entry.gate.release()
+                if self.fleet is not None and entry.held > 0 and not entry.gate.waiters:
+                    if entry.contended or entry.held > entry.controller.limit:
+                        self._need_round(entry)  # another worker wants what is idle here
         finally:
             entry.users -= 1
 
-    async def _admit(self, entry: _Host, front: bool = False) -> None:
+    async def _admit(self, entry: _Host, front: bool, defer: bool) -> None:
         """Take a host slot, then a global slot, ending with both held and the host still open."""
         while True:
-            await entry.gate.acquire(front=front)
+            if not entry.gate.admits():
+                if defer:
+                    wait = self._expected_wait(entry)
+                    if wait is not None:
+                        raise HostBusy(deferral.defer_delay(wait), f"{entry.host} is at its limit")
+                if self.fleet is not None and entry.gate.capacity() < entry.controller.limit:
+                    self._need_round(entry)
+            await entry.gate.acquire(front=front, deferrable=defer)
             try:
                 await self._global.acquire()
             except BaseException:
@@ -441,6 +567,218 @@ class AdaptiveLimiter:
             self._global.release()
             entry.gate.release()
             front = True
+
+    def _expected_wait(self, entry: _Host) -> float | None:
+        """How long a new request to a full host would wait, if long enough to defer it; else None.
+
+        Enough requests wait here to take each permit as it comes back (one per permit, at least
+        one); beyond those a request would only hold a job slot, so it is deferred for about the
+        time the ones ahead of it take.
+        """
+        controller = entry.controller
+        paused = controller.paused_for(self._clock())
+        if paused > 0:
+            return paused
+        if self.fleet is not None and not entry.refused:
+            return None  # the fleet may have permits: ask first
+        ahead = len(entry.gate.waiters)
+        if ahead < max(1, entry.gate.capacity()):
+            return None
+        latency = entry.latency_s or controller.typical_latency_s or 1.0
+        return latency * (ahead + 1) / max(1, controller.limit)
+
+    async def _spaced(self, entry: _Host, delay: float, defer: bool) -> None:
+        """Wait for a start at least `delay` after the host's previous one (the fleet's, if shared)."""
+        loop = asyncio.get_running_loop()
+        if self.fleet is None:
+            now = self._clock()
+            start = max(now, entry.last_start + delay)
+            if defer and start - now > deferral.DEFER_AFTER_S:
+                raise HostBusy(deferral.defer_delay(start - now), f"{entry.host}: next start in {start - now:.2f}s")
+            entry.last_start = start
+            if start > now:
+                await asyncio.sleep(start - now)
+            return
+        future: asyncio.Future[tuple[float | None, float]] = loop.create_future()
+        entry.starts.append(_Start(future, not defer, delay))
+        self._need_round(entry)
+        start_at, next_free = await future
+        now = self._clock()
+        if start_at is None:
+            wait = next_free - now
+            raise HostBusy(deferral.defer_delay(wait), f"{entry.host}: next start in {wait:.2f}s")
+        if start_at > now:
+            await asyncio.sleep(start_at - now)
+
+    # --- the fleet's side ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin renewing this worker's leases (with a fleet); call once, inside the event loop."""
+        if self.fleet is not None and self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever(), name="pipeline-host-permits")
+
+    async def close(self) -> None:
+        """Stop renewing and give every permit back at once, so the fleet need not wait out the leases."""
+        for task in (self._ticker, self._round):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        self._ticker = self._round = None
+        held = {host: HostAsk(held=0) for host, entry in self._hosts.items() if entry.held > 0}
+        if self.fleet is not None:
+            if held:
+                try:
+                    await self.fleet.exchange(held)
+                except (RedisError, OSError) as exc:
+                    log.warning("could not return host permits (their leases will lapse): %s", exc)
+            log.info(
+                "per-host limits: %d requests, %d Redis round trips (%.3f per request)",
+                self.requests,
+                self.fleet.round_trips,
+                self.fleet.round_trips / max(1, self.requests),
+            )
+        for entry in self._hosts.values():
+            entry.held = 0
+            if entry.poll is not None:
+                entry.poll.cancel()
+            entry.gate.close()
+
+    def _need_round(self, entry: _Host) -> None:
+        """Ask the fleet about this host in the next round (requests of this loop turn share it)."""
+        if entry.refused and entry.gate.waiters and not entry.starts:
+            # Refused a moment ago: ask again when a permit may have come back, not at once.
+            if entry.poll is None:
+                latency = entry.latency_s or entry.controller.typical_latency_s or 0.1
+                wait = min(0.5, max(0.02, latency / max(1, entry.controller.limit)))
+                entry.poll = asyncio.get_running_loop().call_later(wait, self._poll_again, entry)
+            return
+        self._dirty.add(entry.host)
+        if self._round is None:
+            self._round = asyncio.get_running_loop().create_task(self._rounds())
+
+    def _starved(self, entry: _Host) -> None:
+        # Waiters this worker's permits cannot serve: worth asking only below the limit.
+        if entry.held < entry.controller.limit:
+            self._need_round(entry)
+
+    def _poll_again(self, entry: _Host) -> None:
+        entry.poll = None
+        entry.refused = False
+        if entry.gate.waiters:
+            self._need_round(entry)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            for host, entry in self._hosts.items():
+                if entry.held > 0 or entry.gate.waiters:
+                    self._dirty.add(host)
+            self._release_idle = True
+            if self._dirty and self._round is None:
+                self._round = asyncio.get_running_loop().create_task(self._rounds())
+
+    async def _rounds(self) -> None:
+        """Rounds with the fleet, one at a time, until nothing is left to ask."""
+        try:
+            await asyncio.sleep(0)  # the other requests of this loop turn join the round
+            while self._dirty:
+                hosts, self._dirty = self._dirty, set()
+                idle, self._release_idle = self._release_idle, False
+                try:
+                    await self._exchange(hosts, idle)
+                except (RedisError, OSError) as exc:
+                    log.warning("per-host limits: Redis round failed (%s); again in %.1fs", exc, FLEET_RETRY_S)
+                    self._dirty |= hosts
+                    await asyncio.sleep(FLEET_RETRY_S)
+        finally:
+            self._round = None
+
+    async def _exchange(self, hosts: set[str], release_idle: bool) -> None:
+        assert self.fleet is not None
+        asks: dict[str, HostAsk] = {}
+        starts: dict[str, list[_Start]] = {}
+        now = self._clock()
+        for host in hosts:
+            entry = self._hosts.get(host)
+            if entry is not None:
+                asks[host], starts[host] = self._ask(entry, now, release_idle)
+        try:
+            grants = await self.fleet.exchange(asks)
+        except BaseException:
+            for host, waiting in starts.items():  # not reserved: they ask in the next round
+                entry = self._hosts.get(host)
+                if entry is not None:
+                    entry.starts[:0] = waiting
+            raise
+        now = self._clock()
+        for host, grant in grants.items():
+            entry = self._hosts.get(host)
+            if entry is not None:
+                self._apply(entry, asks[host], grant, starts[host], now)
+
+    def _ask(self, entry: _Host, now: float, release_idle: bool) -> tuple[HostAsk, list[_Start]]:
+        controller = entry.controller
+        in_use = entry.gate.held
+        target = min(controller.limit, in_use + len(entry.gate.waiters))
+        keep = max(target, in_use)
+        if entry.held > keep and (release_idle or entry.contended or entry.held > controller.limit):
+            entry.held = keep
+        ask = HostAsk(held=entry.held, want=max(0, target - entry.held))
+        waiting = sorted(entry.starts, key=lambda s: not s.must)
+        entry.starts = []
+        if waiting:
+            ask.must = sum(1 for s in waiting if s.must)
+            ask.may = len(waiting) - ask.must
+            ask.delay_ms = math.ceil(max(s.delay for s in waiting) * 1000)
+        if controller.limit != entry.synced_limit:
+            ask.seen, ask.proposed = entry.synced_limit, controller.limit
+        if entry.pause_to_send > now:
+            ask.pause_ms = math.ceil((entry.pause_to_send - now) * 1000)
+            entry.pause_to_send = -math.inf
+        return ask, waiting
+
+    def _apply(self, entry: _Host, ask: HostAsk, grant: HostGrant, waiting: list[_Start], now: float) -> None:
+        controller = entry.controller
+        entry.held += grant.granted
+        entry.fleet_held = grant.fleet_held
+        entry.contended = grant.contended
+        entry.refused = grant.granted < ask.want
+        controller.adopt(grant.limit, now)
+        entry.synced_limit = grant.limit
+        if grant.paused_s > 0:
+            controller.paused_until = max(controller.paused_until, now + grant.paused_s)
+        spacing = ask.delay_ms / 1000
+        for index, start in enumerate(waiting):
+            if start.future.done():
+                continue  # cancelled: its reserved start goes unused, which only spaces the host more
+            if index < grant.reserved:
+                start.future.set_result((now + grant.first_start_s + index * spacing, 0.0))
+            else:
+                start.future.set_result((None, now + grant.next_free_s))
+        entry.gate.wake()
+        if entry.refused and entry.gate.waiters:
+            # No permit to be had: keep enough waiting to take each one that comes back, and send
+            # the rest of the deferrable ones back to the queue.
+            latency = entry.latency_s or controller.typical_latency_s or 1.0
+            keep = max(1, entry.gate.capacity())
+            wait = latency * (keep + 1) / max(1, controller.limit)
+            entry.gate.shed(keep, lambda: HostBusy(deferral.defer_delay(wait), f"{entry.host} is at its limit"))
+            if entry.gate.waiters:
+                self._need_round(entry)
+
+    def _changed(self, entry: _Host, *, paused: bool) -> None:
+        """A request's outcome moved the host's limit or paused it: tell the fleet."""
+        if self.fleet is None:
+            return
+        if paused:
+            entry.pause_to_send = entry.controller.paused_until
+        if paused or entry.controller.limit != entry.synced_limit:
+            self._dirty.add(entry.host)
+            if self._round is None:
+                self._round = asyncio.get_running_loop().create_task(self._rounds())
+
+    # --- reading the state -------------------------------------------------------------------------
 
     def limits(self) -> dict[str, int]:
         """Current limit of every tracked host."""
@@ -476,7 +814,9 @@ class AdaptiveLimiter:
             self._hosts.move_to_end(host)
             entry.users += 1
             return entry
-        entry = self._hosts[host] = _Host(HostController(self.settings), self._clock)
+        entry = self._hosts[host] = _Host(host, HostController(self.settings), self._clock, self.fleet is not None)
+        if self.fleet is not None:
+            entry.gate.starved = lambda: self._starved(entry)
         entry.users += 1
         self._evict()
         return entry
@@ -488,14 +828,25 @@ class AdaptiveLimiter:
             if len(self._hosts) <= self.max_hosts:
                 return
             oldest, entry = next(iter(self._hosts.items()))
-            if entry.users or entry.controller.paused_until > now:
+            if entry.users or entry.controller.paused_until > now or entry.held:
                 self._hosts.move_to_end(oldest)
                 continue
             del self._hosts[oldest]
             entry.gate.close()
+            if entry.poll is not None:
+                entry.poll.cancel()
 
     def _on_success(self, entry: _Host, latency_s: float, now: float, started: float) -> None:
         controller = entry.controller
-        controller.on_success(latency_s, now, saturated=entry.running >= controller.limit, started=started)
-        # The limit may have grown: a waiter may now fit.
+        entry.latency_s = latency_s if entry.latency_s is None else 0.8 * entry.latency_s + 0.2 * latency_s
+        if self.fleet is None:
+            saturated = entry.running >= controller.limit
+        else:
+            # The fleet used the whole limit, or this worker alone did.
+            saturated = entry.running >= min(entry.held, controller.limit) and (
+                entry.fleet_held >= controller.limit or entry.running >= controller.limit
+            )
+        controller.on_success(latency_s, now, saturated=saturated, started=started)
+        # The limit may have grown: a waiter may now fit, and the fleet must hear of it.
         entry.gate.wake()
+        self._changed(entry, paused=False)

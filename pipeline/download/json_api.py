@@ -47,9 +47,9 @@ def decode_object(body: bytes, content_type: str, status: int | None = None) -> 
     return data
 
 
-async def fetch_json(fetcher: Fetcher, url: str, *, priority: bool = False) -> Payload:
+async def fetch_json(fetcher: Fetcher, url: str, *, priority: bool = False, robots: bool = True) -> Payload:
     """GET `url` and decode the JSON object it answers with (see the module docstring for faults)."""
-    response = await fetcher.get(url, headers=ACCEPT_JSON, priority=priority)
+    response = await fetcher.get(url, headers=ACCEPT_JSON, priority=priority, robots=robots)
     if not 200 <= response.status < 300:
         raise PermanentFailure(f"HTTP {response.status}", response.status)
     if response.truncated:
@@ -63,7 +63,7 @@ def details_url(object_url: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/details"))
 
 
-async def fetch_object(fetcher: Fetcher, url: str) -> tuple[Payload, Payload]:
+async def fetch_object(fetcher: Fetcher, url: str, *, robots: bool = True) -> tuple[Payload, Payload]:
     """The object at `url` and its details, both requested at once.
 
     Both calls run to their end whatever the other does (no request cancelled half-way, no
@@ -71,7 +71,9 @@ async def fetch_object(fetcher: Fetcher, url: str) -> tuple[Payload, Payload]:
     retrying the other call cannot save it; otherwise the first retryable one retries it.
     """
     results = await asyncio.gather(
-        fetch_json(fetcher, url), fetch_json(fetcher, details_url(url)), return_exceptions=True
+        fetch_json(fetcher, url, robots=robots),
+        fetch_json(fetcher, details_url(url), robots=robots),
+        return_exceptions=True,
     )
     obj, details = results
     if isinstance(obj, BaseException) or isinstance(details, BaseException):

@@ -279,9 +279,10 @@ class Frontier:
         retries: int,
         unchanged: bool = False,
         cancelled: bool = False,
+        skipped_robots: bool = False,
         retire: str | None = None,
     ) -> Settled:
-        """Record a URL's final outcome once.
+        """Record a URL's final outcome once: stored (or unchanged), failed, or skipped by robots.txt.
 
         `fetched` counts child pages that got a final HTTP response (stored, or failed with a status).
         `cancelled` settles a URL whose crawl was cancelled while its job ran (see `settle`).
@@ -295,6 +296,8 @@ class Frontier:
         urls, stats, _ = self._keys(crawl_id)
         if cancelled:
             counter, state = ("cancelled" if kind == "page" else "lists_cancelled"), "c"
+        elif skipped_robots:
+            counter, state = ("skipped_robots" if kind == "page" else "lists_skipped_robots"), "r"
         elif kind == "page":
             counter, state = ("unchanged" if unchanged else "stored") if stored else "failed", "s" if stored else "f"
         else:  # list pages and sitemaps

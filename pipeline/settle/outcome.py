@@ -83,6 +83,7 @@ async def finish(
     unchanged: bool = False,
     cancelled: bool = False,
     retire: bool = True,
+    skipped_robots: bool = False,
 ) -> None:
     """Settle the URL in the frontier; the call that settles the crawl's last URL completes it.
 
@@ -99,6 +100,7 @@ async def finish(
         retries=attempt.number - 1,
         unchanged=unchanged,
         cancelled=cancelled,
+        skipped_robots=skipped_robots,
         retire=attempt.job_id if retire else None,
     )
     attempt.retired = attempt.retired or settled.retired

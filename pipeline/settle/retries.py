@@ -10,7 +10,10 @@ never drop a URL that way. So here:
 - faults of our own services (MongoDB, Redis, S3, a dead pool process: `TRANSIENT`) get
   `INFRA_EXTRA_TRIES` more, since they are not the page's fault;
 - anything unexpected is logged with its traceback and retried like a page fault;
-- a `PermanentFailure`, a non-retryable `FetchError` or the last attempt records a failure.
+- a `PermanentFailure`, a non-retryable `FetchError` or the last attempt records a failure;
+- a URL robots.txt disallows (`DisallowedByRobots`) settles as skipped, never requested;
+- a job whose host is busy before it sent anything (`HostBusy`) goes back to the queue without
+  counting a try (`Deferred`, see `pipeline.download.deferral`).
 
 A downloaded page's writes are retried in place first (`ride_out`), so a storage blip does not
 cost another request to the site.
@@ -29,11 +32,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
+from pipeline.download.deferral import deferrable
 from pipeline.errors import (
     BlobStoreError,
     CpuPoolBroken,
     CpuTimeout,
+    Deferred,
+    DisallowedByRobots,
     FetchError,
+    HostBusy,
     InvalidPayload,
     PermanentFailure,
     RetryLater,
@@ -131,7 +138,15 @@ async def _attempt(res: Resources, crawl_id: str, kind: Kind, url: str, attempt:
     try:
         # Our own deadline, shorter than arq's: arq's timeout fails the job without a trace.
         async with asyncio.timeout(settings.worker.job_timeout):
-            await work(res, attempt)
+            with deferrable():
+                await work(res, attempt)
+        return
+    except HostBusy as exc:
+        log.debug("deferring %s for %.2fs: %s", url, exc.delay, exc.reason)
+        raise Deferred(exc.delay) from None
+    except DisallowedByRobots as exc:
+        log.info("skipped %s: %s", url, exc)
+        await finish(res, crawl_id, kind, url, stored=False, fetched=False, attempt=attempt, skipped_robots=True)
         return
     except PermanentFailure as exc:
         await record_failure(res, crawl_id, kind, url, exc.reason, exc.status, attempt)

@@ -1,6 +1,6 @@
 """`PipelineWorker`: arq's worker with a cheaper claim, short leases, and a Redis restart ridden out.
 
-It differs from arq's `Worker` in four places:
+It differs from arq's `Worker` in five places:
 
 - claiming: one script per poll claims a batch of due jobs for all free slots
   (`pipeline.worker.claim`), where arq runs a four-round-trip transaction per queued job, on
@@ -9,6 +9,8 @@ It differs from arq's `Worker` in four places:
   (`pipeline.worker.leases`), instead of arq's never-renewed longest-timeout-plus-10-s;
 - finishing: a job whose URL the frontier settled and took out of the queue in one step
   (`Frontier.finish`) skips arq's finishing transaction;
+- a job deferred because its host was busy (`Deferred`) goes back to the queue with its try
+  given back, in the same transaction that moves it;
 - when Redis goes away the worker backs off and polls again; closing a worker with jobs in
   hand shuts it down cleanly (arq's own close raises before its shutdown hook runs).
 
@@ -33,7 +35,8 @@ from redis.exceptions import RedisError
 
 from pipeline.observe.heartbeat import Liveness
 from pipeline.worker.claim import Claimer
-from pipeline.worker.context import RETIRED_JOBS
+from pipeline.worker.context import DEFERRED_JOBS, RETIRED_JOBS
+from pipeline.worker.queue import in_progress_key, retry_key
 
 log = logging.getLogger("pipeline.worker")
 _ARQ_CREATE_WORKER = arq.worker.create_worker
@@ -48,6 +51,8 @@ class PipelineWorker(Worker):
         self._retired: set[str] = set()
         self.ctx[RETIRED_JOBS] = self._retired
         self._liveness = self.ctx["liveness"] = Liveness()
+        self._deferred: set[str] = set()
+        self.ctx[DEFERRED_JOBS] = self._deferred
         settings = self.ctx.get("settings")
         if settings is not None and self.ctx.get("role") != "cpu":
             # Claim with the lease straight away: arq's claim TTL (the longest job timeout plus
@@ -90,6 +95,16 @@ class PipelineWorker(Worker):
             self._retired.discard(job_id)
             if result_data is None:
                 return  # the frontier took the job out of the queue as its URL settled
+        if job_id in self._deferred:
+            self._deferred.discard(job_id)
+            if not finish and incr_score:
+                # arq's retry, plus the try it counted when the job started given back.
+                async with self.pool.pipeline(transaction=True) as tr:
+                    tr.delete(in_progress_key(job_id))
+                    tr.zincrby(self.queue_name, incr_score, job_id)
+                    tr.decr(retry_key(job_id))
+                    await tr.execute()
+                return
         await super().finish_job(
             job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress
         )

@@ -28,6 +28,7 @@ Role = Literal["all", "io", "cpu"]
 # Per-job keys a job sets for the worker's hooks to read (see `settle` and `after_job_end`).
 SETTLED_CRAWL: Final = "settled_crawl"
 RETIRED_JOBS: Final = "retired_jobs"
+DEFERRED_JOBS: Final = "deferred_jobs"
 
 
 class WorkerContext(TypedDict, total=False):
@@ -53,4 +54,5 @@ class WorkerContext(TypedDict, total=False):
     # the worker's own bookkeeping (see `pipeline.worker.arq_worker`)
     liveness: Liveness  # when it last polled, how many jobs it runs: for /health and the heartbeat
     retired_jobs: set[str]  # jobs the frontier took out of the queue as their URL settled
+    deferred_jobs: set[str]  # jobs sent back to the queue without counting a try (their host was busy)
     settled_crawl: str  # per job: the crawl whose URL this job settled

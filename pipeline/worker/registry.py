@@ -3,7 +3,8 @@
 The machinery never imports the job functions (`pipeline.jobs`): they are registered here by
 path, exactly as `worker.functions` registers a user's. Each is wrapped so that a job asking to
 run again later (`RetryLater`, raised by the settle stage) becomes arq's `Retry`: jobs and
-stages know nothing of arq.
+stages know nothing of arq. A `Deferred` job is also noted for the worker, which then takes
+back the try arq counted for it (`PipelineWorker.finish_job`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from arq import Retry, func
 from arq.typing import WorkerCoroutine
 from arq.worker import Function
 
-from pipeline.errors import ConfigError, RetryLater
+from pipeline.errors import ConfigError, Deferred, RetryLater
+from pipeline.worker.context import DEFERRED_JOBS
 
 JobFunction = Callable[..., Awaitable[Any]]
 
@@ -58,7 +60,11 @@ def arq_job(function: JobFunction) -> JobFunction:
         try:
             return await function(ctx, *args, **kwargs)
         except RetryLater as exc:
-            raise Retry(defer=exc.delay) from None
+            deferred = ctx.get(DEFERRED_JOBS)
+            if isinstance(exc, Deferred) and deferred is not None and "job_id" in ctx:
+                deferred.add(ctx["job_id"])
+            # arq treats a zero defer as "now" and skips moving the job's score: keep it positive.
+            raise Retry(defer=max(exc.delay, 0.001)) from None
 
     return run
 

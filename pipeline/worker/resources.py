@@ -19,8 +19,11 @@ from redis.asyncio import Redis
 from pipeline.connections import mongo_client, redis_client
 from pipeline.crawl.options import CrawlOptions
 from pipeline.crunch.pool import CpuPool
+from pipeline.download.deferral import DEFER_AFTER_S
 from pipeline.download.fetcher import Fetcher, create_session
+from pipeline.download.fleet_limits import FleetLimits
 from pipeline.download.host_limits import AdaptiveLimiter, AdaptiveSettings
+from pipeline.download.robots import RobotsCache
 from pipeline.observe.metrics import Metrics, Recorder
 from pipeline.schedule.backlog import Backlog
 from pipeline.schedule.discover import crawl_scope
@@ -108,6 +111,22 @@ def adaptive_settings(settings: Settings) -> AdaptiveSettings:
     )
 
 
+def host_limiter(settings: Settings, redis: Redis) -> AdaptiveLimiter:
+    """The worker's request limits: per host shared by the fleet through Redis (`fetch.shared_limits`)."""
+    adaptive = adaptive_settings(settings)
+    fleet = None
+    if settings.fetch.shared_limits:
+        fleet = FleetLimits(
+            redis,
+            initial_limit=adaptive.initial_limit,
+            min_limit=adaptive.min_limit,
+            max_limit=adaptive.max_limit,
+            lease_s=settings.worker.lease,
+            max_start_wait_s=DEFER_AFTER_S,
+        )
+    return AdaptiveLimiter(settings.fetch.concurrency, adaptive, fleet=fleet)
+
+
 def cpu_pool(settings: Settings) -> CpuPool:
     """The worker's process pool, sized and batched as `[cpu]` says."""
     return CpuPool(
@@ -165,7 +184,9 @@ async def open_resources(
     blobs = await open_blob_store(settings, stack)
     session = create_session(settings.fetch)
     stack.push_async_callback(session.close)
-    limiter = AdaptiveLimiter(settings.fetch.concurrency, adaptive_settings(settings))
+    limiter = host_limiter(settings, redis)
+    limiter.start()
+    stack.push_async_callback(limiter.close)
     cpu: CpuPool | None = None
     remote_cpu: RemoteCpu | None = None
     if local_cpu:
@@ -187,7 +208,7 @@ async def open_resources(
         backlog=backlog,
         store=store,
         blobs=blobs,
-        fetcher=Fetcher(session, limiter, settings.fetch, metrics),
+        fetcher=Fetcher(session, limiter, settings.fetch, metrics, RobotsCache(redis, settings.fetch)),
         limiter=limiter,
         cpu=cpu,
         remote_cpu=remote_cpu,

@@ -19,6 +19,7 @@ import math
 import random
 import socket
 import struct
+import time
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -73,6 +74,10 @@ class SiteConfig:
     error_rate: float = 0.0
     missing_rate: float = 0.0
     concurrency_limit: int = 0
+    #: The body of /robots.txt; empty: /robots.txt answers 404 (no rules, everything allowed).
+    robots_txt: str = ""
+    #: The first this many requests for /robots.txt answer 503 (unreadable: the host must wait).
+    robots_failures: int = 0
 
     def __post_init__(self) -> None:
         if self.pages < 0 or self.per_list_page < 1 or self.links_per_page < 0 or self.pager < 0:
@@ -234,7 +239,7 @@ class DemoSite(LoopbackSite):
     """The synthetic site as an aiohttp server, plus counters of what clients asked for.
 
     `hits` is keyed by path and query exactly as requested, so `/list` and `/list?page=1` count
-    apart. `in_flight`/`max_in_flight` count only admitted requests; those turned away with 429
+    apart; `requests` lists every request as (arrival time.monotonic(), path and query), in order. `in_flight`/`max_in_flight` count only admitted requests; those turned away with 429
     under `concurrency_limit` are counted in `rejected` instead, so `max_in_flight` never
     exceeds the limit.
     """
@@ -243,6 +248,7 @@ class DemoSite(LoopbackSite):
         super().__init__()
         self.config = config or SiteConfig()
         self.hits: Counter[str] = Counter()
+        self.requests: list[tuple[float, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.rejected = 0
@@ -265,6 +271,7 @@ class DemoSite(LoopbackSite):
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._track])
         app.router.add_get("/", _fixed(200, {"Content-Type": HTML}, _ROOT_HTML))
+        app.router.add_get("/robots.txt", self._robots)
         app.router.add_get("/list", self._list)
         app.router.add_get(r"/page/{index:0|[1-9]\d*}", self._child)  # one spelling per page
         app.router.add_get("/binary.bin", _fixed(200, {"Content-Type": "application/octet-stream"}, _BINARY))
@@ -282,6 +289,7 @@ class DemoSite(LoopbackSite):
     async def _track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         key = request.path_qs
         self.hits[key] += 1
+        self.requests.append((time.monotonic(), key))
         limit = self.config.concurrency_limit
         if limit and self.in_flight >= limit:
             self.rejected += 1
@@ -307,6 +315,13 @@ class DemoSite(LoopbackSite):
         if self.config.latency_ms > 0:
             median = self.config.latency_ms / 1000
             await asyncio.sleep(self._rng.lognormvariate(math.log(median), self.config.latency_sigma))
+
+    async def _robots(self, request: web.Request) -> web.Response:
+        if self.hits["/robots.txt"] <= self.config.robots_failures:
+            return web.Response(status=503, text="robots.txt is down")
+        if not self.config.robots_txt:
+            return web.Response(status=404, text="no robots.txt")
+        return web.Response(text=self.config.robots_txt, content_type="text/plain")
 
     async def _list(self, request: web.Request) -> web.Response:
         raw = request.query.get("page", "1")

@@ -1,5 +1,6 @@
--- Settle a member: queued ('q', or 'o' for a page its list job keeps) -> stored or failed,
--- exactly once, however often its job runs.
+-- Settle a member: queued ('q', or 'o' for a page its list job keeps) -> stored, failed, skipped
+-- by robots.txt or cancelled, exactly once, however often its job runs. For child pages,
+-- discovered == stored + unchanged + failed + skipped_robots + cancelled once nothing is pending.
 --
 -- `queued` drops only when the job has left the queue (see Departures in frontier.py), so it
 -- counts exactly the crawl's jobs in Redis. With the five extra KEYS, the running job is also
@@ -11,8 +12,10 @@
 -- KEYS[1]  the crawl's url hash      KEYS[2]  its stats hash
 -- optional: KEYS[3] the job's record, KEYS[4] its retry counter, KEYS[5] its in-progress key,
 --           KEYS[6] the queue, KEYS[7] arq's abort set
--- ARGV[1]  member                    ARGV[2]  counter to bump (stored, failed, unchanged, ...)
--- ARGV[3]  new state ('s', 'f' or 'c') ARGV[4]  '1' if the page got a final HTTP response
+-- ARGV[1]  member                    ARGV[2]  counter to bump (stored, unchanged, failed,
+--                                              skipped_robots, cancelled, lists_done, ...)
+-- ARGV[3]  new state ('s' stored, 'f' failed, 'r' skipped by robots.txt, 'c' cancelled)
+-- ARGV[4]  '1' if the page got a final HTTP response
 -- ARGV[5]  retries it took           ARGV[6]  the job id (with the optional KEYS)
 -- Reply: {settled by this call (0/1), pending, queued, waiting, job taken out of the queue (0/1)}
 local urls, stats = KEYS[1], KEYS[2]
