@@ -205,7 +205,7 @@ def _result(
         "peak_loop_rss_mb": round(measured.peak_loop_rss_mb, 1),
         "processes": measured.processes,
         "site_requests": stats["requests"],
-        "expected_requests": workload.expected_requests(),
+        "expected_requests": workload.expected_requests(_robots_reads(subject, workload)),
         "site_duplicates": stats["duplicates"],
         "expected_duplicates": workload.expected_duplicates(),
         "site_max_in_flight": stats["max_in_flight"],
@@ -233,6 +233,14 @@ def _result(
         "machine": machine(),
         "versions": versions(),
     }
+
+
+def _robots_reads(subject: Subject, workload: Workload) -> int:
+    """A pipeline worker reads the site's /robots.txt once (the site has one host), unless told not to."""
+    if not isinstance(subject, PipelineSubject):
+        return 0
+    settings = dict((*workload.settings, *subject.settings))
+    return 0 if settings.get("fetch.obey_robots", "true").lower() in ("false", "0", "no", "off") else 1
 
 
 def _problems(checked: dict[str, Any], stats: dict[str, Any], outcome: Outcome, workload: Workload) -> dict[str, Any]:

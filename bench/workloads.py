@@ -48,12 +48,13 @@ class Workload:
             return {f"/page/{i}" for i in reachable(self.site, start) | {start}}
         return expected_child_paths(self.site)
 
-    def expected_requests(self) -> int:
+    def expected_requests(self, robots_reads: int = 0) -> int:
         """Requests a crawl that fetches nothing twice makes: stored pages plus list pages (a graph
-        crawl's start page is both, fetched once)."""
+        crawl's start page is both, fetched once), plus its reads of /robots.txt (the pipeline
+        reads it once per host; the floor and Celery never)."""
         if self.walks_graph:
-            return len(self.expected_paths())
-        return len(self.expected_paths()) + self.site.list_pages
+            return len(self.expected_paths()) + robots_reads
+        return len(self.expected_paths()) + self.site.list_pages + robots_reads
 
     def expected_duplicates(self) -> int:
         """Paths a correct crawl requests twice: none."""

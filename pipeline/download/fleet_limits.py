@@ -15,7 +15,9 @@ call per batch of requests to a spaced host, which starts at most one request pe
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -56,14 +58,14 @@ class HostAsk:
 
 
 class HostGrant(NamedTuple):
-    """The fleet's answer for one host."""
+    """The fleet's answer for one host; times are on this worker's clock."""
 
     granted: int
     limit: int
     paused_s: float
-    first_start_s: float  # the first reserved start, from now
+    first_start_at: float  # the first reserved start
     reserved: int
-    next_free_s: float  # the next start nobody has reserved yet, from now
+    next_free_at: float  # the next start nobody has reserved yet
     contended: bool
     fleet_held: int
 
@@ -81,8 +83,14 @@ class FleetLimits:
         lease_s: float,
         max_start_wait_s: float,
         worker_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.worker_id = worker_id or uuid.uuid4().hex
+        self._clock = clock
+        # The Redis server's clock minus ours, from the quickest recent round (see `_learn_offset`).
+        self._offset: float | None = None
+        self._offset_rtt = 0.0
+        self._offset_at = 0.0
         self._script = redis.register_script(_PERMITS)
         self._fixed: list[int | str] = [
             self.worker_id,
@@ -107,17 +115,33 @@ class FleetLimits:
             keys += [state, state + ":leases"]
             args += [ask.held, ask.want, ask.must, ask.may, ask.delay_ms, ask.seen, ask.proposed, ask.pause_ms]
         self.round_trips += 1
+        sent = self._clock()
         replies = await self._script(keys=keys, args=args)
+        offset = self._learn_offset(sent, self._clock(), int(replies[0][8]) / 1000)
         return {
             host: HostGrant(
                 int(r[0]),
                 int(r[1]),
                 int(r[2]) / 1000,
-                int(r[3]) / 1000,
+                int(r[3]) / 1000 - offset,
                 int(r[4]),
-                int(r[5]) / 1000,
+                int(r[5]) / 1000 - offset,
                 bool(int(r[6])),
                 int(r[7]),
             )
             for host, r in zip(asks, replies, strict=True)
         }
+
+    def _learn_offset(self, sent: float, received: float, server_now: float) -> float:
+        """The server's clock minus ours, judged from rounds that came back quickly.
+
+        A reserved start is a time on the server's clock. Turned into ours by the reply's arrival,
+        it would be late by however long this event loop took to look at the reply, and a request
+        started late leaves less than the delay before the next worker's. So the offset comes
+        from the round with the shortest round trip lately, whose midpoint is within half of it.
+        """
+        rtt = received - sent
+        if self._offset is None or rtt <= 2 * self._offset_rtt + 0.001 or received - self._offset_at > 10.0:
+            self._offset = server_now - (sent + received) / 2
+            self._offset_rtt, self._offset_at = rtt, received
+        return self._offset

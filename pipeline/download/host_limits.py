@@ -13,11 +13,11 @@ slot under each host's current limit and a global total.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import statistics
 import time
 from collections import OrderedDict, deque
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -35,6 +35,11 @@ log = logging.getLogger("pipeline.host_limits")
 
 # A failed round with the fleet (Redis away) is tried again this much later.
 FLEET_RETRY_S = 0.5
+# A spaced request woken later than this after its reserved start takes a new start instead.
+LATE_S = 0.003
+# Starts are spaced by the delay plus this: what a request takes from its start here to its
+# arrival at the site varies by a few ms, and the site must never see two closer than the delay.
+START_MARGIN_S = 0.01
 
 # Latency is judged on the median of this many recent responses: one slow page (a big PDF, a
 # cold cache) must not count as a slowdown, while a slowdown of most responses shows within a few.
@@ -538,9 +543,9 @@ class AdaptiveLimiter:
             finally:
                 self._global.release()
                 entry.gate.release()
-                if self.fleet is not None and entry.held > 0 and not entry.gate.waiters:
-                    if entry.contended or entry.held > entry.controller.limit:
-                        self._need_round(entry)  # another worker wants what is idle here
+                idle = self.fleet is not None and entry.held > 0 and not entry.gate.waiters
+                if idle and (entry.contended or entry.held > entry.controller.limit):
+                    self._need_round(entry)  # another worker wants what is idle here
         finally:
             entry.users -= 1
 
@@ -579,7 +584,7 @@ class AdaptiveLimiter:
         paused = controller.paused_for(self._clock())
         if paused > 0:
             return paused
-        if self.fleet is not None and not entry.refused:
+        if self.fleet is not None and entry.held < controller.limit and not entry.refused:
             return None  # the fleet may have permits: ask first
         ahead = len(entry.gate.waiters)
         if ahead < max(1, entry.gate.capacity()):
@@ -588,27 +593,39 @@ class AdaptiveLimiter:
         return latency * (ahead + 1) / max(1, controller.limit)
 
     async def _spaced(self, entry: _Host, delay: float, defer: bool) -> None:
-        """Wait for a start at least `delay` after the host's previous one (the fleet's, if shared)."""
-        loop = asyncio.get_running_loop()
+        """Wait for a start at least `delay` after the host's previous one (the fleet's, if shared).
+
+        A request that wakes more than `LATE_S` after its reserved start (a busy event loop) takes
+        a new one rather than start late, which would leave less than `delay` before the next
+        reserved start.
+        """
+        spacing = delay + START_MARGIN_S
+        while True:
+            start_at = await self._reserve_start(entry, spacing, defer)
+            now = self._clock()
+            if start_at > now:
+                await asyncio.sleep(start_at - now)
+                now = self._clock()
+            if now - start_at <= LATE_S:
+                return
+
+    async def _reserve_start(self, entry: _Host, delay: float, defer: bool) -> float:
+        """A start of this worker's own, or the fleet's; `HostBusy` if far ahead and `defer`."""
         if self.fleet is None:
             now = self._clock()
             start = max(now, entry.last_start + delay)
             if defer and start - now > deferral.DEFER_AFTER_S:
                 raise HostBusy(deferral.defer_delay(start - now), f"{entry.host}: next start in {start - now:.2f}s")
             entry.last_start = start
-            if start > now:
-                await asyncio.sleep(start - now)
-            return
-        future: asyncio.Future[tuple[float | None, float]] = loop.create_future()
+            return start
+        future: asyncio.Future[tuple[float | None, float]] = asyncio.get_running_loop().create_future()
         entry.starts.append(_Start(future, not defer, delay))
         self._need_round(entry)
         start_at, next_free = await future
-        now = self._clock()
         if start_at is None:
-            wait = next_free - now
+            wait = next_free - self._clock()
             raise HostBusy(deferral.defer_delay(wait), f"{entry.host}: next start in {wait:.2f}s")
-        if start_at > now:
-            await asyncio.sleep(start_at - now)
+        return start_at
 
     # --- the fleet's side ------------------------------------------------------------------------
 
@@ -753,11 +770,11 @@ class AdaptiveLimiter:
             if start.future.done():
                 continue  # cancelled: its reserved start goes unused, which only spaces the host more
             if index < grant.reserved:
-                start.future.set_result((now + grant.first_start_s + index * spacing, 0.0))
+                start.future.set_result((grant.first_start_at + index * spacing, 0.0))
             else:
-                start.future.set_result((None, now + grant.next_free_s))
+                start.future.set_result((None, grant.next_free_at))
         entry.gate.wake()
-        if entry.refused and entry.gate.waiters:
+        if entry.gate.waiters and (entry.refused or entry.held >= controller.limit):
             # No permit to be had: keep enough waiting to take each one that comes back, and send
             # the rest of the deferrable ones back to the queue.
             latency = entry.latency_s or controller.typical_latency_s or 1.0

@@ -239,9 +239,10 @@ class DemoSite(LoopbackSite):
     """The synthetic site as an aiohttp server, plus counters of what clients asked for.
 
     `hits` is keyed by path and query exactly as requested, so `/list` and `/list?page=1` count
-    apart; `requests` lists every request as (arrival time.monotonic(), path and query), in order. `in_flight`/`max_in_flight` count only admitted requests; those turned away with 429
-    under `concurrency_limit` are counted in `rejected` instead, so `max_in_flight` never
-    exceeds the limit.
+    apart; `requests` lists every request as (arrival time.monotonic(), path and query), in order.
+    `in_flight`/`max_in_flight` count only admitted requests; those turned away with 429 under
+    `concurrency_limit` are counted in `rejected` instead, so `max_in_flight` never exceeds the
+    limit.
     """
 
     def __init__(self, config: SiteConfig | None = None) -> None:

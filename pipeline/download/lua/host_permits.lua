@@ -20,8 +20,9 @@
 --   seen      the limit a proposal starts from (0: none)
 --   proposed  the new limit, applied only if the limit is still `seen` (0: none)
 --   pause     ms no request may start from now (a Retry-After; 0: none)
--- Reply: per host {granted, limit, paused ms, first reserved start in ms from now, starts
--- reserved, next free start in ms from now, contended (0/1), permits held by the fleet}
+-- Reply: per host {granted, limit, paused ms, first reserved start (ms, server clock), starts
+-- reserved, next free start (ms, server clock), contended (0/1), permits held by the fleet, now
+-- (ms, server clock)}
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local me, lease, idle = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -94,6 +95,6 @@ for i = 1, #KEYS / 2 do
   end
   redis.call('PEXPIRE', state, idle)
   redis.call('PEXPIRE', leases, idle)
-  table.insert(replies, {granted, limit, math.max(0, paused_until - now), first - now, reserved, next_free - now, contended, held})
+  table.insert(replies, {granted, limit, math.max(0, paused_until - now), first, reserved, next_free, contended, held, now})
 end
 return replies
