@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import aiohttp
 import pytest
@@ -145,7 +146,7 @@ async def test_crawl_delay_spaces_request_starts(settings: Settings) -> None:
         status = await crawl_to_completion(settings, site.base_url + "/list")
         starts = [at for at, path in site.site.requests if path != "/robots.txt"]
     assert status.stored == 6 and len(starts) == 7
-    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert min(gaps) >= 0.3 - 0.01, gaps
 
 
