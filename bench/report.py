@@ -120,6 +120,7 @@ _COLUMNS = (
     ("CPU-ms/page", "cpu_ms_per_page", "{:.2f}"),
     ("x floor", "cpu_ratio_to_floor", "{:.2f}"),
     ("x celery", "cpu_ratio_to_celery", "{:.2f}"),
+    ("limit RTs/req", "host_limit_round_trips_per_request", "{:.3f}"),
     ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
     ("PSS MB", "peak_pss_mb", "{:.0f}"),
     ("services ms/page", "services_cpu_ms_per_page_total", "{:.2f}"),

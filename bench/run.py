@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -143,6 +144,7 @@ def run_one(subject: Subject, workload: Workload, bench: Bench) -> dict[str, Any
         finally:
             for child in children:
                 child.stop()
+        outcome.extra.update(host_limit_round_trips(children))
         stats = site_stats(base_url)
     finally:
         site.stop()
@@ -150,6 +152,25 @@ def run_one(subject: Subject, workload: Workload, bench: Bench) -> dict[str, Any
     checked = asyncio.run(verify(target, outcome.crawl_id, expected, workload.max_depth))
     asyncio.run(drop(target))
     return _result(subject, workload, outcome, measured, stats, checked, len(expected))
+
+
+_ROUND_TRIPS = re.compile(r"per-host limits: (\d+) requests, (\d+) Redis round trips")
+
+
+def host_limit_round_trips(children: list[Child]) -> dict[str, Any]:
+    """The Redis round trips the shared per-host limits cost, from what each worker logs as it stops."""
+    requests = round_trips = 0
+    for child in children:
+        for match in _ROUND_TRIPS.finditer(child.log_path.read_text(errors="replace")):
+            requests += int(match[1])
+            round_trips += int(match[2])
+    if not requests:
+        return {}
+    return {
+        "host_limit_requests": requests,
+        "host_limit_round_trips": round_trips,
+        "host_limit_round_trips_per_request": round(round_trips / requests, 3),
+    }
 
 
 def _share(used: float, available: float) -> float | None:
@@ -224,6 +245,8 @@ def _result(
         **measured.counters.per_page(pages),
         "retries": outcome.retries,
         "failed": outcome.failed,
+        "host_limit_round_trips_per_request": outcome.extra.get("host_limit_round_trips_per_request"),
+        "host_limit_round_trips": outcome.extra.get("host_limit_round_trips"),
         "checks": checks,
         "problems": _problems(checked, stats, outcome, workload),
         "crawl_id": outcome.crawl_id,
