@@ -55,6 +55,7 @@ class HostAsk:
     seen: int = 0  # the limit a proposed change starts from
     proposed: int = 0  # a new limit (0: none)
     pause_ms: int = 0  # a Retry-After, from now
+    tail_ms: int = 0  # how late this worker may start its last reserved request
 
 
 class HostGrant(NamedTuple):
@@ -114,6 +115,7 @@ class FleetLimits:
             state = host_state_key(host)
             keys += [state, state + ":leases"]
             args += [ask.held, ask.want, ask.must, ask.may, ask.delay_ms, ask.seen, ask.proposed, ask.pause_ms]
+            args.append(ask.tail_ms)
         self.round_trips += 1
         sent = self._clock()
         replies = await self._script(keys=keys, args=args)

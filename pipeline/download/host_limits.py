@@ -35,8 +35,10 @@ log = logging.getLogger("pipeline.host_limits")
 
 # A failed round with the fleet (Redis away) is tried again this much later.
 FLEET_RETRY_S = 0.5
-# A spaced request woken later than this after its reserved start takes a new start instead.
+# A spaced request woken later than this (plus the lateness its host's next start allows for, see
+# `_spaced`) after its reserved start takes a new start instead.
 LATE_S = 0.003
+MAX_LAG_S = 1.0
 # Starts are spaced by the delay plus this: what a request takes from its start here to its
 # arrival at the site varies by a few ms, and the site must never see two closer than the delay.
 START_MARGIN_S = 0.01
@@ -395,6 +397,7 @@ class _Host:
         "gate",
         "held",
         "host",
+        "lag",
         "last_start",
         "latency_s",
         "pause_to_send",
@@ -422,6 +425,7 @@ class _Host:
         self.pause_to_send = -math.inf  # a Retry-After pause the fleet has not heard of yet
         self.starts: list[_Start] = []
         self.last_start = -math.inf  # without the fleet: the last start this worker reserved
+        self.lag = 0.0  # how late this worker's spaced requests woke lately: reserved after each
         self.latency_s: float | None = None
         self.poll: asyncio.TimerHandle | None = None
 
@@ -595,19 +599,23 @@ class AdaptiveLimiter:
     async def _spaced(self, entry: _Host, delay: float, defer: bool) -> None:
         """Wait for a start at least `delay` after the host's previous one (the fleet's, if shared).
 
-        A request that wakes more than `LATE_S` after its reserved start (a busy event loop) takes
-        a new one rather than start late, which would leave less than `delay` before the next
-        reserved start.
+        A busy event loop wakes a request late, and a request started late leaves less than the
+        delay before the next reserved start. So each reservation also pushes the next start back
+        by the lateness this worker showed lately (`lag`); a request later than that takes a new
+        start, with the lag raised to what it saw, rather than start late.
         """
-        spacing = delay + START_MARGIN_S
         while True:
-            start_at = await self._reserve_start(entry, spacing, defer)
+            allowed = entry.lag
+            start_at = await self._reserve_start(entry, delay + START_MARGIN_S + allowed, defer)
             now = self._clock()
             if start_at > now:
                 await asyncio.sleep(start_at - now)
                 now = self._clock()
-            if now - start_at <= LATE_S:
+            late = now - start_at
+            if late <= LATE_S + allowed:
+                entry.lag = max(late, 0.9 * entry.lag)
                 return
+            entry.lag = min(MAX_LAG_S, late)
 
     async def _reserve_start(self, entry: _Host, delay: float, defer: bool) -> float:
         """A start of this worker's own, or the fleet's; `HostBusy` if far ahead and `defer`."""
@@ -643,18 +651,11 @@ class AdaptiveLimiter:
                     await task
         self._ticker = self._round = None
         held = {host: HostAsk(held=0) for host, entry in self._hosts.items() if entry.held > 0}
-        if self.fleet is not None:
-            if held:
-                try:
-                    await self.fleet.exchange(held)
-                except (RedisError, OSError) as exc:
-                    log.warning("could not return host permits (their leases will lapse): %s", exc)
-            log.info(
-                "per-host limits: %d requests, %d Redis round trips (%.3f per request)",
-                self.requests,
-                self.fleet.round_trips,
-                self.fleet.round_trips / max(1, self.requests),
-            )
+        if self.fleet is not None and held:
+            try:
+                await self.fleet.exchange(held)
+            except (RedisError, OSError) as exc:
+                log.warning("could not return host permits (their leases will lapse): %s", exc)
         for entry in self._hosts.values():
             entry.held = 0
             if entry.poll is not None:
@@ -748,6 +749,7 @@ class AdaptiveLimiter:
             ask.must = sum(1 for s in waiting if s.must)
             ask.may = len(waiting) - ask.must
             ask.delay_ms = math.ceil(max(s.delay for s in waiting) * 1000)
+            ask.tail_ms = math.ceil(entry.lag * 1000)
         if controller.limit != entry.synced_limit:
             ask.seen, ask.proposed = entry.synced_limit, controller.limit
         if entry.pause_to_send > now:

@@ -63,6 +63,7 @@ async def on_startup(ctx: WorkerContext) -> None:
         steering = control.CrawlControl(res.store, res.frontier, res.backlog)
         background(stack, control.sweep_forever(steering), "pipeline-cancel-sweeper")
         background(stack, publish_host_limits(res), "pipeline-host-limits")
+        stack.callback(log_host_limit_cost, res)
         await observe(ctx, res, stack)
         tune_collector(stack)
     except BaseException:
@@ -189,6 +190,19 @@ def tune_collector(stack: AsyncExitStack) -> None:
         gc.unfreeze()
 
     stack.callback(restore)
+
+
+def log_host_limit_cost(res: Resources) -> None:
+    """What the fleet's per-host limits cost this worker in Redis round trips (the benchmark reads it)."""
+    fleet = res.limiter.fleet
+    if fleet is not None:
+        requests = res.limiter.requests
+        log.info(
+            "per-host limits: %d requests, %d Redis round trips (%.3f per request)",
+            requests,
+            fleet.round_trips,
+            fleet.round_trips / max(1, requests),
+        )
 
 
 async def publish_host_limits(res: Resources, interval: float = HOST_LIMITS_INTERVAL_S) -> None:

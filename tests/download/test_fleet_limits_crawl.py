@@ -27,7 +27,7 @@ async def crawl_with_workers(settings: Settings, start_url: str, workers: int) -
 
 
 async def test_three_workers_never_exceed_per_host_together(settings: Settings) -> None:
-    config = SiteConfig(pages=40, per_list_page=40, latency_ms=100, latency_sigma=0.1, links_per_page=0)
+    config = SiteConfig(pages=24, per_list_page=24, latency_ms=100, latency_sigma=0.1, links_per_page=0)
     shared = settings.replace(fetch={"per_host": 4, "adaptive": False})
     with ThreadedSite(config) as site:
         await crawl_with_workers(shared, site.base_url + "/list", workers=3)

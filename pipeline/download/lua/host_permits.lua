@@ -11,7 +11,7 @@
 -- ARGV[4]  initial limit      ARGV[5]  least limit           ARGV[6]  greatest limit
 -- ARGV[7]  longest start wait a deferrable request takes, ms
 -- ARGV[8]  how long a refusal marks a host as contended, ms
--- then 8 per host, in KEYS order:
+-- then 9 per host, in KEYS order:
 --   held      permits this worker holds after this round's returns (its own count is the truth)
 --   want      permits it asks for on top
 --   must      request starts to reserve however far ahead
@@ -20,6 +20,7 @@
 --   seen      the limit a proposal starts from (0: none)
 --   proposed  the new limit, applied only if the limit is still `seen` (0: none)
 --   pause     ms no request may start from now (a Retry-After; 0: none)
+--   tail      ms the worker may start its last reserved request late: the next start is later by it
 -- Reply: per host {granted, limit, paused ms, first reserved start (ms, server clock), starts
 -- reserved, next free start (ms, server clock), contended (0/1), permits held by the fleet, now
 -- (ms, server clock)}
@@ -32,10 +33,11 @@ local mine_field = 'w:' .. me
 local replies = {}
 for i = 1, #KEYS / 2 do
   local state, leases = KEYS[2 * i - 1], KEYS[2 * i]
-  local a = 8 + (i - 1) * 8
+  local a = 8 + (i - 1) * 9
   local believed, want = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local must, may, delay = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local seen, proposed, pause = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
+  local tail = tonumber(ARGV[a + 9])
   local v = redis.call('HMGET', state, 'limit', 'held', mine_field, 'paused_until', 'last_start', 'wanted_at', 'wanted_by')
   local limit = tonumber(v[1] or initial)
   local held = tonumber(v[2] or '0')
@@ -82,7 +84,7 @@ for i = 1, #KEYS / 2 do
     while reserved < must + may and first + reserved * delay - now <= max_wait do
       reserved = reserved + 1
     end
-    if reserved > 0 then last_start = first + (reserved - 1) * delay end
+    if reserved > 0 then last_start = first + (reserved - 1) * delay + tail end
   end
   local next_free = math.max(now, last_start + delay)
   redis.call('HSET', state, 'limit', limit, 'held', held, 'paused_until', paused_until, 'last_start', last_start)
