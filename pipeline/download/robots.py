@@ -53,6 +53,10 @@ MAX_CRAWL_DELAY_S = 60.0
 LOCAL_ORIGINS = 10_000
 # While another worker reads an origin's robots.txt, the others look for its record this often.
 LOCK_POLL_S = 0.05
+# Protego parses a typical robots.txt (under 1 KB) in about a millisecond, but a large one takes
+# hundreds (bench/RESULTS.md): past this size it is parsed in a thread, so the event loop keeps
+# turning between the interpreter's switches instead of stopping for the whole parse.
+PARSE_INLINE_BYTES = 32 * 1024
 
 Kind = Literal["rules", "allow", "unreachable"]
 Fetch = Callable[[str], Awaitable["Response"]]
@@ -197,7 +201,11 @@ class RobotsCache:
             record = _decode(await self._redis.get(key)) or record
         # Kept here until the record is due again (a stale one in hand: briefly).
         fresh_for = max(1.0, record.fresh_until - self._clock())
-        robots = Robots(record, self._token, time.monotonic() + fresh_for)
+        until = time.monotonic() + fresh_for
+        if len(record.body) > PARSE_INLINE_BYTES:
+            robots = await asyncio.to_thread(Robots, record, self._token, until)
+        else:
+            robots = Robots(record, self._token, until)
         self._local[origin] = robots
         self._local.move_to_end(origin)
         if len(self._local) > LOCAL_ORIGINS:
