@@ -27,7 +27,6 @@ from redis.exceptions import RedisError
 
 from pipeline.download import deferral
 from pipeline.download.fleet_limits import TICK_S, FleetLimits, HostAsk, HostGrant
-from pipeline.errors import HostBusy
 
 __all__ = ["AdaptiveLimiter", "AdaptiveSettings", "HostController", "HostState", "SlotReport"]
 
@@ -289,7 +288,7 @@ class _Gate:
         self._resume: asyncio.TimerHandle | None = None
         self.held = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
-        self.deferrable: set[asyncio.Future[None]] = set()
+        self.deferrable: dict[asyncio.Future[None], deferral.Allowance] = {}
         self.starved = starved
 
     def capacity(self) -> int:
@@ -319,28 +318,29 @@ class _Gate:
         capacity = self._capacity()
         while self.waiters and self.held < capacity:
             waiter = self.waiters.popleft()
-            self.deferrable.discard(waiter)
+            self.deferrable.pop(waiter, None)
             if not waiter.done():
                 self.held += 1
                 waiter.set_result(None)
         if self.waiters and self.starved is not None:
             self.starved()
 
-    def shed(self, keep: int, refuse: Callable[[], BaseException]) -> None:
-        """Turn away deferrable waiters from the back until at most `keep` wait."""
+    def shed(self, keep: int, refuse: Callable[[deferral.Allowance], BaseException]) -> None:
+        """Turn away waiters whose jobs may still be deferred, from the back, until at most `keep` wait."""
         for waiter in reversed(list(self.waiters)):
             if len(self.waiters) <= keep:
                 return
-            if waiter in self.deferrable and not waiter.done():
+            allowance = self.deferrable.get(waiter)
+            if allowance is not None and allowance.open and not waiter.done():
                 self.waiters.remove(waiter)
-                self.deferrable.discard(waiter)
-                waiter.set_exception(refuse())
+                del self.deferrable[waiter]
+                waiter.set_exception(refuse(allowance))
 
     def _pause_over(self) -> None:
         self._resume = None
         self.wake()
 
-    async def acquire(self, *, front: bool = False, deferrable: bool = False) -> None:
+    async def acquire(self, *, front: bool = False, deferrable: deferral.Allowance | None = None) -> None:
         """Take a slot, queueing (at the back, or at the front for a request handing one back) if need be."""
         if (front or not self.waiters) and self.admits():
             self.held += 1
@@ -351,13 +351,13 @@ class _Gate:
                 self.waiters.appendleft(waiter)
             else:
                 self.waiters.append(waiter)
-            if deferrable:
-                self.deferrable.add(waiter)
+            if deferrable is not None:
+                self.deferrable[waiter] = deferrable
             self.wake()
             try:
                 await waiter
             except BaseException:
-                self.deferrable.discard(waiter)
+                self.deferrable.pop(waiter, None)
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     self.held -= 1
                 else:
@@ -527,11 +527,10 @@ class AdaptiveLimiter:
         """
         entry = self._enter(host)
         try:
-            defer = deferral.may_defer()
-            await self._admit(entry, priority, defer)
+            await self._admit(entry, priority)
             try:
                 if delay > 0:
-                    await self._spaced(entry, delay, defer)
+                    await self._spaced(entry, delay)
                 deferral.spend()
                 report = SlotReport(self, entry, self._clock())
                 entry.running += 1
@@ -553,17 +552,17 @@ class AdaptiveLimiter:
         finally:
             entry.users -= 1
 
-    async def _admit(self, entry: _Host, front: bool, defer: bool) -> None:
+    async def _admit(self, entry: _Host, front: bool) -> None:
         """Take a host slot, then a global slot, ending with both held and the host still open."""
         while True:
             if not entry.gate.admits():
-                if defer:
+                if deferral.may_defer():
                     wait = self._expected_wait(entry)
                     if wait is not None:
-                        raise HostBusy(deferral.defer_delay(wait), f"{entry.host} is at its limit")
+                        raise deferral.busy(deferral.defer_delay(wait), f"{entry.host} is at its limit")
                 if self.fleet is not None and entry.gate.capacity() < entry.controller.limit:
                     self._need_round(entry)
-            await entry.gate.acquire(front=front, deferrable=defer)
+            await entry.gate.acquire(front=front, deferrable=deferral.current())
             try:
                 await self._global.acquire()
             except BaseException:
@@ -596,7 +595,7 @@ class AdaptiveLimiter:
         latency = entry.latency_s or controller.typical_latency_s or 1.0
         return latency * (ahead + 1) / max(1, controller.limit)
 
-    async def _spaced(self, entry: _Host, delay: float, defer: bool) -> None:
+    async def _spaced(self, entry: _Host, delay: float) -> None:
         """Wait for a start at least `delay` after the host's previous one (the fleet's, if shared).
 
         A busy event loop wakes a request late, and a request started late leaves less than the
@@ -606,7 +605,7 @@ class AdaptiveLimiter:
         """
         while True:
             allowed = entry.lag
-            start_at = await self._reserve_start(entry, delay + START_MARGIN_S + allowed, defer)
+            start_at = await self._reserve_start(entry, delay + START_MARGIN_S + allowed)
             now = self._clock()
             if start_at > now:
                 await asyncio.sleep(start_at - now)
@@ -617,23 +616,28 @@ class AdaptiveLimiter:
                 return
             entry.lag = min(MAX_LAG_S, late)
 
-    async def _reserve_start(self, entry: _Host, delay: float, defer: bool) -> float:
-        """A start of this worker's own, or the fleet's; `HostBusy` if far ahead and `defer`."""
+    async def _reserve_start(self, entry: _Host, delay: float) -> float:
+        """A start of this worker's own, or the fleet's; `HostBusy` if far ahead and the job may defer."""
         if self.fleet is None:
             now = self._clock()
             start = max(now, entry.last_start + delay)
-            if defer and start - now > deferral.DEFER_AFTER_S:
-                raise HostBusy(deferral.defer_delay(start - now), f"{entry.host}: next start in {start - now:.2f}s")
+            if start - now > deferral.DEFER_AFTER_S and deferral.may_defer():
+                raise deferral.busy(
+                    deferral.defer_delay(start - now), f"{entry.host}: next start in {start - now:.2f}s"
+                )
             entry.last_start = start
             return start
-        future: asyncio.Future[tuple[float | None, float]] = asyncio.get_running_loop().create_future()
-        entry.starts.append(_Start(future, not defer, delay))
-        self._need_round(entry)
-        start_at, next_free = await future
-        if start_at is None:
-            wait = next_free - self._clock()
-            raise HostBusy(deferral.defer_delay(wait), f"{entry.host}: next start in {wait:.2f}s")
-        return start_at
+        while True:
+            future: asyncio.Future[tuple[float | None, float]] = asyncio.get_running_loop().create_future()
+            entry.starts.append(_Start(future, not deferral.may_defer(), delay))
+            self._need_round(entry)
+            start_at, next_free = await future
+            if start_at is not None:
+                return start_at
+            if deferral.may_defer():
+                wait = next_free - self._clock()
+                raise deferral.busy(deferral.defer_delay(wait), f"{entry.host}: next start in {wait:.2f}s")
+            # Another request of this job was sent meanwhile: this one may no longer defer.
 
     # --- the fleet's side ------------------------------------------------------------------------
 
@@ -782,7 +786,8 @@ class AdaptiveLimiter:
             latency = entry.latency_s or controller.typical_latency_s or 1.0
             keep = max(1, entry.gate.capacity())
             wait = latency * (keep + 1) / max(1, controller.limit)
-            entry.gate.shed(keep, lambda: HostBusy(deferral.defer_delay(wait), f"{entry.host} is at its limit"))
+            reason = f"{entry.host} is at its limit"
+            entry.gate.shed(keep, lambda allowance: allowance.busy(deferral.defer_delay(wait), reason))
             if entry.gate.waiters:
                 self._need_round(entry)
 

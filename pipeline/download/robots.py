@@ -38,7 +38,7 @@ from protego import Protego
 from redis.asyncio import Redis
 
 from pipeline.download import deferral
-from pipeline.errors import DisallowedByRobots, FetchError, HostBusy
+from pipeline.errors import DisallowedByRobots, FetchError
 from pipeline.settings import FetchSettings
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class RobotsCache:
             again = max(0.0, record.fresh_until - now)
             reason = f"robots.txt of {origin} unreadable ({record.reason})"
             if deferral.may_defer():
-                raise HostBusy(deferral.defer_delay(again), reason)
+                raise deferral.busy(deferral.defer_delay(again), reason)
             raise FetchError(reason, retryable=True)
         if not robots.allows(url):
             raise DisallowedByRobots(url)
