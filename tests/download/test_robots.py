@@ -133,7 +133,9 @@ async def test_unreadable_robots_txt_fails_its_urls_after_robots_wait_only(setti
             failures = await pipeline.failures(failing)
         bad_paths = set(bad.site.hits)
     assert stored.done and stored.stored == 10
-    assert failed.done and failed.counters.get("lists_failed") == 1
+    # The start page could not be read, so the crawl ends failed, saying why.
+    assert failed.state == "failed" and failed.counters.get("lists_failed") == 1
+    assert "robots.txt" in (failed.error or "")
     assert bad_paths == {"/robots.txt"}
     assert "robots.txt" in failures[0]["error"] and "unreadable" in failures[0]["error"]
 
@@ -162,7 +164,7 @@ async def test_record_is_shared_with_an_expiry_and_names_the_sitemaps(settings: 
                 session = create_session(settings.fetch)
                 sessions.append(session)
                 limiter = AdaptiveLimiter(4, AdaptiveSettings(min_limit=2, max_limit=4, initial_limit=2))
-                fetchers.append(Fetcher(session, limiter, settings.fetch, RobotsCache(redis, settings.fetch)))
+                fetchers.append(Fetcher(session, limiter, settings.fetch, robots=RobotsCache(redis, settings.fetch)))
             first, second = await asyncio.gather(*(f.sitemaps(site.base_url + "/list") for f in fetchers))
             ttl = await redis.pttl(robots_key(site.base_url))
             hits = site.site.hits["/robots.txt"]
