@@ -105,6 +105,11 @@ class Fetcher:
         self._metrics = metrics or Recorder()
         self._robots = robots if settings.obey_robots else None
 
+    @property
+    def obeys_robots(self) -> bool:
+        """Whether this worker reads robots.txt at all (`fetch.obey_robots`)."""
+        return self._robots is not None
+
     async def sitemaps(self, url: str) -> list[str]:
         """The `Sitemap:` URLs in the robots.txt of `url`'s origin (read and shared like any robots.txt)."""
         robots = self._robots

@@ -162,7 +162,12 @@ class RobotsCache:
         return robots.crawl_delay
 
     async def sitemaps(self, url: str, fetch: Fetch) -> list[str]:
-        """The `Sitemap:` URLs of the robots.txt of `url`'s origin (read it first if need be)."""
+        """The `Sitemap:` URLs of the robots.txt of `url`'s origin (read it first if need be).
+
+        While that robots.txt cannot be read this raises as `check` does, rather than answer
+        that it names none.
+        """
+        await self.check(origin_of(url) + "/robots.txt", fetch)  # always allowed; raises if unread
         return (await self.robots(url, fetch)).sitemaps
 
     async def robots(self, url: str, fetch: Fetch) -> Robots:

@@ -150,7 +150,7 @@ async def robots_txt_sitemaps(fetcher: Fetcher, robots_url: str) -> list[str]:
     A robots.txt that is missing or refused (4xx) names none (RFC 9309's reading of 4xx);
     a 5xx or an unreachable server is a `FetchError` to retry, another status a failure.
     """
-    response = await fetcher.get(robots_url)
+    response = await fetcher.get(robots_url, robots=False)  # robots.txt itself is always allowed
     if 400 <= response.status < 500:
         return []
     if not 200 <= response.status < 300:

@@ -116,6 +116,19 @@ async def finish(
         log.info("crawl %s done", crawl_id)
 
 
+async def record_skipped(res: Resources, crawl_id: str, kind: Kind, url: str, attempt: Attempt) -> None:
+    """robots.txt disallows the URL: settled as skipped (`skipped_robots`), never requested.
+
+    A list page the crawl keeps as a page is skipped as both, as `record_failure` fails both.
+    """
+    if kind == "list" and await res.frontier.page_state(crawl_id, url) == "o":
+        await finish(
+            res, crawl_id, "page", url, stored=False, fetched=False, attempt=attempt, skipped_robots=True, retire=False
+        )
+    await finish(res, crawl_id, kind, url, stored=False, fetched=False, attempt=attempt, skipped_robots=True)
+    log.info("skipped %s: disallowed by robots.txt", url)
+
+
 async def record_failure(
     res: Resources, crawl_id: str, kind: Kind, url: str, reason: str, status: int | None, attempt: Attempt
 ) -> None:

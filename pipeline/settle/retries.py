@@ -47,7 +47,7 @@ from pipeline.errors import (
 )
 from pipeline.schedule.frontier import Kind
 from pipeline.settings import Settings
-from pipeline.settle.outcome import Attempt, finish, record_failure
+from pipeline.settle.outcome import Attempt, finish, record_failure, record_skipped
 from pipeline.worker.context import RETIRED_JOBS, SETTLED_CRAWL, WorkerContext
 from pipeline.worker.resources import Resources
 
@@ -144,9 +144,8 @@ async def _attempt(res: Resources, crawl_id: str, kind: Kind, url: str, attempt:
     except HostBusy as exc:
         log.debug("deferring %s for %.2fs: %s", url, exc.delay, exc.reason)
         raise Deferred(exc.delay) from None
-    except DisallowedByRobots as exc:
-        log.info("skipped %s: %s", url, exc)
-        await finish(res, crawl_id, kind, url, stored=False, fetched=False, attempt=attempt, skipped_robots=True)
+    except DisallowedByRobots:
+        await record_skipped(res, crawl_id, kind, url, attempt)
         return
     except PermanentFailure as exc:
         await record_failure(res, crawl_id, kind, url, exc.reason, exc.status, attempt)
