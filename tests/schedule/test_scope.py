@@ -173,4 +173,6 @@ async def test_a_crawl_follows_its_domain_and_patterns(settings: Settings, monke
         (f"b.example.co.uk:{port}", "/docs/1"),
         (f"a.example.co.uk:{port}", "/docs/3"),
         (f"example.co.uk:{port}", "/docs/6"),
+        # robots.txt, once for each host the crawl requested anything of
+        *((f"{host}:{port}", "/robots.txt") for host in ("a.example.co.uk", "b.example.co.uk", "example.co.uk")),
     }
