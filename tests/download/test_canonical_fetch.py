@@ -130,6 +130,9 @@ async def test_the_issue_forms_are_fetched_once_each(settings: Settings, monkeyp
         (here, "/~foo"): 1,
         (here, "/a%20b"): 1,
         (f"xn--bcher-kva.de:{site.port}", "/x"): 1,
+        # robots.txt, read once for each host (the punycode one is asked by its punycode name)
+        (here, "/robots.txt"): 1,
+        (f"xn--bcher-kva.de:{site.port}", "/robots.txt"): 1,
     }
     assert status.done and status.discovered == status.stored == 4 and status.failed == 0
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)

@@ -69,8 +69,9 @@ async def test_two_workers_count_what_the_crawl_did(settings: Settings) -> None:
 
     missing = len(missing_paths(config))
     assert status.stored == len(expected_child_paths(config)) - missing and status.failed == missing
-    # Two workers on one machine: the second took the next port.
-    assert ports == [port, port + 1]
+    # Two workers on one machine: the second took the next free port above the first
+    # (the next free one: an outgoing connection may hold the port right above)
+    assert ports[0] == port < ports[1] <= port + 20
     assert _total(scrapes, "pipeline_pages_stored_total", outcome="stored") == status.stored
     assert _total(scrapes, "pipeline_failures_total", reason="http_4xx") == status.failed
     # One read of /robots.txt for the two workers, answered 404 (no rules): a 4xx response too.
