@@ -101,7 +101,7 @@ class Pipeline:
         an unknown or invalid option, before anything is queued.
         """
         store, frontier = self._parts()
-        return await start_crawl(store, frontier, CrawlOptions.build(start_url, self.settings.crawl, **options))
+        return await start_crawl(store, frontier, CrawlOptions.build(start_url, self.settings, **options))
 
     async def status(self, crawl_id: str | None = None) -> CrawlStatus:
         """A crawl's state and counters; the most recent crawl when no id is given."""

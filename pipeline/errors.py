@@ -130,6 +130,10 @@ class CpuPoolBroken(PipelineError):
     """A pool process died under the task; the pool was rebuilt and the task may be retried."""
 
 
+class CpuFunctionError(PipelineError):
+    """A CPU function raised on a CPU worker (its message says what); not the pool's fault."""
+
+
 class BlobStoreError(PipelineError):
     """S3 refused or failed a write; transient as far as the job is concerned (it is retried)."""
 

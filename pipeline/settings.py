@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.crawl.cron import check_cron
+from pipeline.crunch.registry import FINGERPRINT, NO_CRUNCH, check_cpu_function, check_crunch
 from pipeline.errors import ConfigError, InvalidURL
 from pipeline.parse.html import check_selector
 from pipeline.schedule.scope import SCOPES, check_pattern
@@ -202,6 +203,13 @@ class CrawlSettings:
     ignore_robots: bool = _setting(
         False, help="do not read or obey robots.txt (and its Crawl-delay): for sites you own"
     )
+    crunch: str = _setting(
+        FINGERPRINT,
+        check=check_crunch,
+        metavar="NAME",
+        help="CPU stage of each page: fingerprint (simhash, top words), none (store the page only), "
+        "or package.module:function (yours, listed in cpu.functions), called with the page's text in the pool",
+    )
 
 
 @dataclass(frozen=True)
@@ -213,6 +221,9 @@ class CpuSettings:
     # Calls to one function within this window go to a pool process as one task (0: no batching).
     batch_delay_ms: float = _setting(20.0, min=0.0)
     batch_size: int = _setting(16, min=1)
+    # Your CPU-stage functions, as "package.module:function": what crawls may name as `crunch`
+    # and, with the roles split, what CPU workers will run.
+    functions: tuple[str, ...] = _setting((), check=check_cpu_function)
 
 
 @dataclass(frozen=True)
@@ -389,6 +400,10 @@ def _check_consistency(settings: Settings) -> None:
         )
     if settings.fetch.retry_max_delay < settings.fetch.retry_base_delay:
         raise ConfigError("fetch.retry_max_delay: must be at least fetch.retry_base_delay")
+    check_crunch_registered(settings.crawl.crunch, settings, "crawl.crunch")
+    for schedule in settings.schedules:
+        if "crunch" in schedule.options:
+            check_crunch_registered(schedule.options["crunch"], settings, f"schedule[{schedule.name}].crunch")
     for key, url, schemes in (
         ("redis.url", settings.redis.url, ("redis://", "rediss://", "unix://")),
         ("mongo.url", settings.mongo.url, ("mongodb://", "mongodb+srv://")),
@@ -396,6 +411,15 @@ def _check_consistency(settings: Settings) -> None:
     ):
         if url and not url.startswith(schemes):
             raise ConfigError(f"{key}: must start with {' or '.join(schemes)}; got a value that does not")
+
+
+def check_crunch_registered(crunch: str, settings: Settings, key: str = "crunch") -> None:
+    """A crawl may name only a CPU function the workers will run: a built-in one or one of `cpu.functions`."""
+    if crunch not in (FINGERPRINT, NO_CRUNCH) and crunch not in settings.cpu.functions:
+        raise ConfigError(
+            f"{key}: {crunch!r} is not in cpu.functions; workers run only the CPU functions their "
+            "configuration lists (PIPELINE_CPU_FUNCTIONS)"
+        )
 
 
 _SCHEDULE_KEYS = ("name", "cron", "start_url")

@@ -37,3 +37,28 @@ def troubled_square(value: int) -> int:
     if value < 0:
         raise ValueError(f"no good: {value}")
     return value * value
+
+
+def page_stats(text: str) -> dict[str, object]:
+    """A user's CPU stage: what a crawl with `crunch = "tests.cpu_tasks:page_stats"` stores."""
+    words = text.split()
+    return {"words": len(words), "longest": max(words, key=len) if words else "", "pid": os.getpid()}
+
+
+def refuse(text: str) -> int:
+    raise ValueError("this page is not for me")
+
+
+def unstorable(text: str) -> object:
+    return {"too big": 2**70}
+
+
+def make_nested() -> object:
+    def inner(text: str) -> int:
+        return 0
+
+    return inner
+
+
+nested = make_nested()
+not_callable = 42

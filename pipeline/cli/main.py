@@ -138,7 +138,7 @@ async def _crawl(args: argparse.Namespace, settings: Settings) -> int:
     _check_options(args)
     options = given_crawl_options(args)
     try:  # refuse a bad URL or option before starting anything
-        CrawlOptions.build(args.url, settings.crawl, **options)
+        CrawlOptions.build(args.url, settings, **options)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     async with services(settings) as resolved, Pipeline(resolved) as pipeline:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.settings import CrawlSettings, crawl_option_values
+from pipeline.settings import CrawlSettings, Settings, check_crunch_registered, crawl_option_values
 from pipeline.urls import normalise_url
 
 # Each pipeline's list job, item job and completion jobs (None: the `on_complete` default).
@@ -30,15 +30,18 @@ class CrawlOptions(CrawlSettings):
     schedule: str | None = None  # the `[[schedule]]` that started it, if any
 
     @classmethod
-    def build(cls, start_url: str, defaults: CrawlSettings, **given: Any) -> CrawlOptions:
-        """Validated options for a crawl of `start_url`: `defaults` overridden by `given`.
+    def build(cls, start_url: str, settings: Settings, **given: Any) -> CrawlOptions:
+        """Validated options for a crawl of `start_url`: `settings.crawl` overridden by `given`.
 
         An option given as None is taken as not given. Raises `InvalidURL` for the URL and
         `ConfigError` (a `ValueError`) naming the option for anything else, before anything is
-        queued.
+        queued; a `crunch` function must be one the configuration registers (`cpu.functions`).
         """
+        defaults = settings.crawl
         schedule = given.pop("schedule", None)
         values = crawl_option_values({name: value for name, value in given.items() if value is not None})
+        if "crunch" in values:
+            check_crunch_registered(values["crunch"], settings)
         list_job, item_job, on_complete = PIPELINES[values.get("pipeline", defaults.pipeline)]
         if on_complete is not None and "on_complete" not in values:
             values["on_complete"] = on_complete

@@ -49,7 +49,7 @@ async def run_schedule(store: MongoStore, frontier: Frontier, settings: Settings
         await events.insert_one({"schedule": spec.name, "at": utcnow(), "action": "skipped", "reason": reason})
         log.warning("schedule %s: tick skipped, %s", spec.name, reason)
         return None
-    options = CrawlOptions.build(spec.start_url, settings.crawl, **spec.options, schedule=spec.name)
+    options = CrawlOptions.build(spec.start_url, settings, **spec.options, schedule=spec.name)
     crawl_id = await start_crawl(store, frontier, options)
     await schedules.update_one(
         {"_id": spec.name},

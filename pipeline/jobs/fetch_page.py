@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import Any
 
-from pipeline.crunch.fingerprint import fingerprint
+from pipeline.crunch.registry import NO_CRUNCH
 from pipeline.download.response import Response
+from pipeline.errors import CpuFunctionError, CpuPoolBroken, CpuTimeout, PermanentFailure
 from pipeline.parse.html import ParsedPage, parse_response
 from pipeline.schedule.discover import discover
 from pipeline.settle.outcome import Attempt, check_payload, check_validators, finish
@@ -39,8 +41,9 @@ async def fetch_page(
             await ride_out(lambda: res.store.save_document("pages", {"url": url}, seen), res.settings)
             await finish(res, crawl_id, "page", url, stored=True, fetched=True, attempt=attempt, unchanged=True)
             return
-        parsed = parse_response(response, link_selector=options.link_selector)
-        await store_page(res, crawl_id, depth, attempt.number, response, parsed, started)
+        # Without a CPU stage the page's text is never used: it is not extracted either.
+        parsed = parse_response(response, link_selector=options.link_selector, text=options.crunch != NO_CRUNCH)
+        await store_page(res, crawl_id, depth, attempt.number, response, parsed, started, options.crunch)
         if parsed is not None and depth < options.max_depth:
             scope = await res.crawl_scope(crawl_id)
             found = discover(url, parsed, options, scope, depth=depth + 1, include_next=False, links=res.links)
@@ -58,16 +61,41 @@ async def store_page(
     response: Response,
     parsed: ParsedPage | None,
     started: float,
+    crunch: str,
 ) -> None:
     """The body to the blob store and the crunched page to `pages`, each write ridden out."""
     sha256 = hashlib.sha256(response.body).hexdigest()
     put = ride_out(lambda: res.blobs.put(sha256, response.body, response.content_type), res.settings)
-    if parsed is not None and parsed.text:
+    if parsed is not None and parsed.text and crunch != NO_CRUNCH:
         # The blob upload and the CPU stage overlap: neither waits for the other.
-        blob_key, crunched = await asyncio.gather(put, res.compute(fingerprint, parsed.text))
+        blob_key, crunched = await asyncio.gather(put, crunch_text(res, crunch, parsed.text))
     else:
-        blob_key, crunched = await put, {}
-    document = page_document(crawl_id, depth, attempt, response, sha256, blob_key, res.blobs.location, parsed, crunched)
+        blob_key, crunched = await put, None
+    document = page_document(
+        crawl_id, depth, attempt, response, sha256, blob_key, res.blobs.location, parsed, crunch, crunched
+    )
     document["timings"]["total_ms"] = round((asyncio.get_running_loop().time() - started) * 1000, 2)
     await ride_out(lambda: res.store.save_page(document), res.settings)
     res.metrics.bytes_stored(len(response.body))
+
+
+async def crunch_text(res: Resources, crunch: str, text: str) -> Any:
+    """The crawl's CPU stage on the page's text, in the pool (or on a CPU worker).
+
+    A function the worker does not run, or one that raises, fails the page with the reason: it
+    would fail the same way on every attempt. A pool that broke or timed out is retried.
+    """
+    try:
+        function = res.crunch_function(crunch)
+    except LookupError as exc:
+        raise PermanentFailure(str(exc)) from None
+    if function is None:
+        return None
+    try:
+        return await res.compute(function, text)
+    except (CpuTimeout, CpuPoolBroken):
+        raise
+    except CpuFunctionError as exc:
+        raise PermanentFailure(f"crunch {crunch} raised {exc}"[:1000]) from exc
+    except Exception as exc:  # a user's function can raise anything
+        raise PermanentFailure(f"crunch {crunch} raised {type(exc).__name__}: {exc}"[:1000]) from exc

@@ -36,12 +36,14 @@ class ParsedPage:
         return len(self.links)
 
 
-def parse_response(response: Response, *, link_selector: str, next_selector: str | None = None) -> ParsedPage | None:
+def parse_response(
+    response: Response, *, link_selector: str, next_selector: str | None = None, text: bool = True
+) -> ParsedPage | None:
     """The parsed page of an HTML response; None for any other content type (stored unparsed)."""
     if not response.is_html:
         return None
     html = decode_html(response.body, response.charset)
-    return parse_html(html, link_selector=link_selector, next_selector=next_selector)
+    return parse_html(html, link_selector=link_selector, next_selector=next_selector, text=text)
 
 
 def check_selector(selector: str) -> None:
@@ -89,11 +91,12 @@ def _hrefs(tree: LexborHTMLParser, selector: str) -> list[str]:
     return hrefs
 
 
-def parse_html(html: str, *, link_selector: str, next_selector: str | None = None) -> ParsedPage:
-    """Extract metadata, raw link targets and visible text.
+def parse_html(html: str, *, link_selector: str, next_selector: str | None = None, text: bool = True) -> ParsedPage:
+    """Extract metadata, raw link targets and (unless `text` is false) the visible text.
 
     Links are returned as written (relative); the caller resolves them against `base_url` or the
-    page URL, because resolution and scope are crawl decisions, not parsing ones.
+    page URL, because resolution and scope are crawl decisions, not parsing ones. The text is
+    what the CPU stage works on; a crawl without one skips extracting it.
     """
     tree = LexborHTMLParser(html)
     title_node = tree.css_first("title")
@@ -104,9 +107,6 @@ def parse_html(html: str, *, link_selector: str, next_selector: str | None = Non
     description = _attr(tree, 'meta[name="description" i]', "content")
     canonical = _attr(tree, 'link[rel="canonical" i]', "href")
     language = _attr(tree, "html[lang]", "lang")
-    tree.strip_tags(_INVISIBLE)
-    body = tree.body
-    text = body.text(separator=" ", strip=True) if body is not None else ""
     return ParsedPage(
         title=title or None,
         description=description,
@@ -115,5 +115,11 @@ def parse_html(html: str, *, link_selector: str, next_selector: str | None = Non
         base_url=base_url,
         links=links,
         next_links=next_links,
-        text=text,
+        text=_visible_text(tree) if text else "",
     )
+
+
+def _visible_text(tree: LexborHTMLParser) -> str:
+    tree.strip_tags(_INVISIBLE)
+    body = tree.body
+    return body.text(separator=" ", strip=True) if body is not None else ""

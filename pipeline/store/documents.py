@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+from pipeline.crunch.registry import FINGERPRINT, NO_CRUNCH
 from pipeline.download.response import Response
+from pipeline.errors import PermanentFailure
 from pipeline.parse.html import ParsedPage
 from pipeline.store.mongo import Document, utcnow
 from pipeline.urls import url_host
@@ -19,9 +22,14 @@ def page_document(
     blob_key: str,
     blob_store: str,
     parsed: ParsedPage | None,
-    crunched: dict[str, Any],
+    crunch: str,
+    crunched: Any,
 ) -> Document:
-    """The `pages` document: one per URL, overwritten by the latest crawl that stored it."""
+    """The `pages` document: one per URL, overwritten by the latest crawl that stored it.
+
+    What the CPU stage adds depends on the crawl's `crunch`: the fingerprint's fields, nothing,
+    or a user function's result under `crunch`.
+    """
     document: Document = {
         "url": response.url,
         "host": url_host(response.url),
@@ -52,8 +60,52 @@ def page_document(
             canonical=parsed.canonical,
             language=parsed.language,
             link_count=parsed.link_count,
-            word_count=crunched.get("word_count"),
-            simhash=crunched.get("simhash"),
-            top_words=crunched.get("top_words", []),
         )
+        document.update(crunch_fields(crunch, crunched))
     return document
+
+
+def crunch_fields(crunch: str, crunched: Any) -> Document:
+    """The fields the CPU stage adds to an HTML page's document."""
+    if crunch == NO_CRUNCH:
+        return {}
+    if crunch == FINGERPRINT:
+        found = crunched if isinstance(crunched, dict) else {}
+        return {
+            "word_count": found.get("word_count"),
+            "simhash": found.get("simhash"),
+            "top_words": found.get("top_words", []),
+        }
+    check_storable(crunched, crunch)
+    return {"crunch": crunched}
+
+
+_SCALARS = (str, bool, float, bytes, dt.datetime, type(None))
+_INT64 = 2**63
+
+
+def check_storable(value: Any, source: str, depth: int = 0) -> None:
+    """Raise `PermanentFailure` unless MongoDB can store `value` (what a user's function returned).
+
+    Checked here, before the group commit: one page's unstorable value would otherwise fail the
+    bulk write of every page batched with it.
+    """
+    if depth > 50:
+        raise PermanentFailure(f"{source} returned a value nested too deeply to store")
+    if isinstance(value, _SCALARS):
+        return
+    if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise PermanentFailure(f"{source} returned an integer MongoDB cannot store: {value}")
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            check_storable(item, source, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or key.startswith("$") or "\0" in key:
+                raise PermanentFailure(f"{source} returned a key MongoDB cannot store: {key!r:.80}")
+            check_storable(item, source, depth + 1)
+        return
+    raise PermanentFailure(f"{source} returned a {type(value).__name__}, which MongoDB cannot store")

@@ -70,11 +70,12 @@ async def on_startup(ctx: WorkerContext) -> None:
         await stack.aclose()
         raise
     log.info(
-        "pipeline worker ready: %d jobs, fetch concurrency %d (%d per host), %d CPU processes",
+        "pipeline worker ready: %d jobs, fetch concurrency %d (%d per host), %d CPU processes%s",
         settings.worker.max_jobs,
         settings.fetch.concurrency,
         settings.fetch.per_host,
         settings.cpu_processes,
+        " (started on first use)" if res.cpu is not None and not res.cpu.pids() else "",
     )
 
 
@@ -144,7 +145,7 @@ async def on_cpu_startup(ctx: WorkerContext) -> None:
     pool = ctx["cpu_pool"] = cpu_pool(settings)
     stack.callback(pool.close)
     await pool.start_processes()
-    ctx["cpu_registry"] = cpu_functions()
+    ctx["cpu_registry"] = cpu_functions(settings.cpu.functions)
     log.info("pipeline CPU worker ready: %d processes on queue %s", settings.cpu_processes, settings.cpu.queue)
 
 

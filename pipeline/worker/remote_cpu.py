@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from pipeline.crunch.pool import CpuPool
 from pipeline.crunch.registry import CpuFunction, cpu_functions, function_name
-from pipeline.errors import CpuPoolBroken, CpuTimeout
+from pipeline.errors import CpuFunctionError, CpuPoolBroken, CpuTimeout
 from pipeline.worker.queue import JOB_EXPIRES_MS, job_key, job_record
 from pipeline.worker.serialization import deserialize, serialize
 
@@ -37,7 +37,15 @@ REPLY_TTL_S = 120
 class RemoteCpu:
     """Runs CPU functions on CPU workers and awaits their answers (an I/O worker's CPU stage)."""
 
-    def __init__(self, redis: Redis, replies: Redis, queue: str, timeout: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        replies: Redis,
+        queue: str,
+        timeout: float,
+        *,
+        registry: dict[str, CpuFunction] | None = None,
+    ) -> None:
         self._redis = redis
         self._replies = replies  # its own connection: BLPOP blocks it
         self._queue = queue
@@ -45,7 +53,7 @@ class RemoteCpu:
         self.reply_key = f"pipeline:cpu:replies:{uuid.uuid4().hex}"
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._listener: asyncio.Task[None] | None = None
-        self._registry = cpu_functions()
+        self._registry = registry if registry is not None else cpu_functions()
 
     def start(self) -> None:
         self._listener = asyncio.get_running_loop().create_task(self._listen(), name="pipeline-cpu-replies")
@@ -95,6 +103,8 @@ class RemoteCpu:
                 continue  # its job gave up waiting
             if reply.get("ok"):
                 future.set_result(reply.get("result"))
+            elif reply.get("raised"):
+                future.set_exception(CpuFunctionError(f"{reply.get('error')} (on a CPU worker)"))
             else:
                 future.set_exception(CpuPoolBroken(f"CPU worker failed: {reply.get('error')}"))
 
@@ -116,6 +126,8 @@ async def answer(
         reply: dict[str, Any] = {"id": request_id, "ok": True, "result": await pool.run(function, *args)}
     except (CpuTimeout, CpuPoolBroken) as exc:
         reply = {"id": request_id, "ok": False, "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - the function's own error is the caller's answer
+        reply = {"id": request_id, "ok": False, "raised": True, "error": f"{type(exc).__name__}: {exc}"[:2000]}
     async with redis.pipeline(transaction=True) as pipe:
         pipe.rpush(reply_to, serialize(reply))
         pipe.expire(reply_to, REPLY_TTL_S)

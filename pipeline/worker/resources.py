@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from pipeline.connections import mongo_client, redis_client
 from pipeline.crawl.options import CrawlOptions
 from pipeline.crunch.pool import CpuPool
+from pipeline.crunch.registry import NO_CRUNCH, CpuFunction, cpu_functions, crunch_function
 from pipeline.download.deferral import DEFER_AFTER_S
 from pipeline.download.fetcher import Fetcher, create_session
 from pipeline.download.fleet_limits import FleetLimits
@@ -51,6 +52,7 @@ class Resources:
     cpu: CpuPool | None  # this worker's pool; None when CPU work goes to CPU workers
     remote_cpu: RemoteCpu | None
     metrics: Recorder = field(default_factory=Recorder)  # `Metrics` when the worker serves them
+    cpu_registry: dict[str, CpuFunction] = field(default_factory=cpu_functions)  # what crawls may `crunch`
     links: LinkResolver = field(default_factory=LinkResolver)
     suffixes: PublicSuffixes = field(default_factory=PublicSuffixes)  # read when a crawl first needs it
     _options: OrderedDict[str, CrawlOptions] = field(default_factory=OrderedDict)
@@ -88,6 +90,10 @@ class Resources:
         if len(self._scopes) > _OPTIONS_CACHE_SIZE:
             self._scopes.popitem(last=False)
         return scope
+
+    def crunch_function(self, crunch: str) -> CpuFunction | None:
+        """The function a crawl's `crunch` option names (None for `none`); LookupError if unregistered."""
+        return crunch_function(crunch, self.cpu_registry)
 
     async def compute(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a CPU-stage function: in this worker's pool, or on a CPU worker when roles are split."""
@@ -189,13 +195,20 @@ async def open_resources(
     stack.push_async_callback(limiter.close)
     cpu: CpuPool | None = None
     remote_cpu: RemoteCpu | None = None
+    registry = cpu_functions(settings.cpu.functions)
     if local_cpu:
         cpu = cpu_pool(settings)
         stack.callback(cpu.close)
-        await cpu.start_processes()
+        # Crawls that crunch are the default: their first pages should not wait for the pool.
+        # A deployment whose crawls store pages only (`crawl.crunch = "none"`) never pays for
+        # pool processes unless a crawl asks for them; then they start on that first call.
+        if settings.crawl.crunch != NO_CRUNCH:
+            await cpu.start_processes()
     else:
         # A CPU worker's queue may be busy: allow for waiting, not just for the work.
-        remote_cpu = RemoteCpu(redis, redis_client(settings), settings.cpu.queue, settings.cpu.timeout * 4)
+        remote_cpu = RemoteCpu(
+            redis, redis_client(settings), settings.cpu.queue, settings.cpu.timeout * 4, registry=registry
+        )
         remote_cpu.start()
         stack.push_async_callback(remote_cpu.close)
     frontier = Frontier(redis, settings.redis.queue)
@@ -213,4 +226,5 @@ async def open_resources(
         cpu=cpu,
         remote_cpu=remote_cpu,
         metrics=metrics,
+        cpu_registry=registry,
     )

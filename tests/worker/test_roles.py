@@ -44,6 +44,33 @@ async def test_io_worker_sends_cpu_work_to_cpu_worker(settings: Settings) -> Non
     assert io_worker.jobs_complete == config.pages + config.list_pages + 1  # + the crawl summary
 
 
+async def test_cpu_workers_run_a_crawls_own_function(settings: Settings) -> None:
+    """A user's `crunch` runs on the CPU worker; when it raises, the page fails at once with the reason."""
+    functions = ["tests.cpu_tasks:page_stats", "tests.cpu_tasks:refuse"]
+    settings = settings.replace(cpu={"queue": settings.redis.queue + ":cpu", "functions": functions})
+    workers = [build_worker(settings, role, handle_signals=False) for role in ("io", "cpu")]
+    tasks = [asyncio.create_task(w.async_run()) for w in workers]
+    try:
+        with ThreadedSite(SiteConfig(pages=6, per_list_page=6, latency_ms=2)) as site:
+            async with Pipeline(settings) as pipeline:
+                stored = await pipeline.crawl(site.base_url + "/list", crunch=functions[0])
+                failed = await pipeline.crawl(site.base_url + "/list", crunch=functions[1])
+                statuses = [await pipeline.wait(crawl_id, timeout=60) for crawl_id in (stored, failed)]
+                pages = await pipeline.pages(stored)
+                failures = await pipeline.failures(failed)
+    finally:
+        for worker in workers:
+            await worker.close()
+        for task in tasks:
+            task.cancel()
+    assert [(s.stored, s.failed) for s in statuses] == [(6, 0), (0, 6)]
+    assert all(page["crunch"]["words"] > 0 and page["crunch"]["pid"] != os.getpid() for page in pages)
+    assert all(
+        f["error"] == f"crunch {functions[1]} raised ValueError: this page is not for me (on a CPU worker)"
+        for f in failures
+    )
+
+
 @pytest.mark.slow
 def test_split_roles_as_arq_processes(settings: Settings, tmp_path: Path) -> None:
     env = service_env(settings)
