@@ -37,7 +37,7 @@ async def crawl(ctx: WorkerContext, crawl_id: str, url: str, depth: int = 0) -> 
             await res.frontier.page_state(crawl_id, url) == "o"
         )
         if kept:
-            await store_page(res, crawl_id, depth, attempt.number, response, parsed, started)
+            await store_page(res, crawl_id, depth, attempt.number, response, parsed, started, options.crunch)
         found = discover(url, parsed, options, scope, depth=depth + 1, include_next=True, links=res.links)
         await res.backlog.schedule(crawl_id, options, found)
         if kept:

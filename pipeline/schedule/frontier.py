@@ -1,8 +1,11 @@
 """The schedule stage: which URLs a crawl has seen, what is still pending, and the queue.
 
-A crawl's state lives in two Redis hashes: `urls` (each URL and its state: queued, parked,
-stored or failed) and `stats` (counters). Discovery is one Lua script per page: it drops URLs the crawl
-has already seen, applies `max_pages`, writes the arq jobs for the new ones and bumps the
+A crawl's state lives in Redis: its seen-set (each URL's state: queued, parked, stored, failed
+or cancelled) and a `stats` hash (counters). The seen-set keeps a 12-byte digest of each URL,
+not the URL, in small hashes ("buckets") that Redis stores in its compact encoding and that
+split as the crawl grows (linear hashing, see `lua/register.lua`), so a crawl costs about 20
+bytes of Redis per URL, whatever its size (bench/RESULTS.md). Discovery is one Lua script per
+page: it drops URLs the crawl has already seen, applies `max_pages`, writes the arq jobs for the new ones and bumps the
 counters, atomically and in one round trip however many links the page carried. Because dedup
 and enqueue happen in the same step, a worker that dies between them cannot lose a URL.
 
@@ -68,11 +71,16 @@ CONTROL_BATCH = 500
 SITEMAP = "sitemap"
 ROBOTS_SITEMAPS = "robots_sitemaps"
 _JOB_PREFIX = {"page": "p", "list": "l", "sitemap": "s"}
-_MEMBER_PREFIX = {"page": "", "list": "L|", "sitemap": "S|"}
+# A member is the URL's digest (the one its job id is made of), then a mark for what it is.
+_MEMBER_MARK = {"page": b"", "list": b"L", "sitemap": b"S"}
+_MARK_KIND: dict[bytes, Kind] = {b"L": "list", b"S": "sitemap"}
+# Fields of the stats hash that say how the seen-set's buckets have grown (see register.lua).
+SEEN_LAYOUT = ("seen_level", "seen_split", "seen_refreshed")
 
 _REGISTER = read_script("pipeline.schedule", "register.lua")
 _PROMOTE = read_script("pipeline.schedule", "promote.lua")
 _FINISH = read_script("pipeline.schedule", "finish.lua")
+_SEEN_STATE = read_script("pipeline.schedule", "seen_state.lua")
 _ENQUEUE_ONCE = read_script("pipeline.schedule", "enqueue_once.lua")
 _SHIFT = read_script("pipeline.schedule", "shift.lua")
 _CANCEL = read_script("pipeline.schedule", "cancel.lua")
@@ -125,18 +133,16 @@ def job_id(crawl_id: str, kind: Kind, url: str) -> str:
     return f"{_JOB_PREFIX[kind]}:{crawl_id}:{url_digest(url)}"
 
 
-def _member(kind: Kind, url: str) -> str:
-    # List pages, sitemaps and child pages are tracked apart: a list page that is also linked as
-    # a child must still be walked for pagination.
-    return _MEMBER_PREFIX[kind] + url
+def _member(kind: Kind, url: str) -> bytes:
+    """The seen-set's key for a URL: the digest its job id is made of (12 bytes), marked after it
+    for a list page or a sitemap. List pages, sitemaps and child pages are tracked apart: a list
+    page that is also linked as a child must still be walked for pagination."""
+    return bytes.fromhex(url_digest(url)) + _MEMBER_MARK[kind]
 
 
-def _kind_and_url(member: str) -> tuple[Kind, str]:
-    if member.startswith("L|"):
-        return "list", member[2:]
-    if member.startswith("S|"):
-        return "sitemap", member[2:]
-    return "page", member
+def _member_kind(member: bytes) -> tuple[Kind, str]:
+    """The kind of a seen-set member, and the digest its job id ends with."""
+    return _MARK_KIND.get(member[12:], "page"), member[:12].hex()
 
 
 @dataclass(frozen=True)
@@ -167,16 +173,17 @@ class Frontier:
         self._register = redis.register_script(_REGISTER)
         self._promote = redis.register_script(_PROMOTE)
         self._finish = redis.register_script(_FINISH)
+        self._seen_state = redis.register_script(_SEEN_STATE)
         self._enqueue_once = redis.register_script(_ENQUEUE_ONCE)
         self._shift = redis.register_script(_SHIFT)
         self._cancel = redis.register_script(_CANCEL)
         self._requeue = redis.register_script(_REQUEUE)
-        self._sent: OrderedDict[str, set[str]] = OrderedDict()
+        self._sent: OrderedDict[str, set[bytes]] = OrderedDict()
 
     @staticmethod
     def _keys(crawl_id: str) -> tuple[str, str, str]:
         base = f"pipeline:crawl:{crawl_id}"
-        return f"{base}:urls", f"{base}:stats", f"{base}:meta"
+        return f"{base}:seen:", f"{base}:stats", f"{base}:meta"
 
     async def create(self, crawl_id: str, options: Mapping[str, Any]) -> None:
         _, stats, meta = self._keys(crawl_id)
@@ -214,11 +221,11 @@ class Frontier:
         Past `max_queued` jobs of this crawl in Redis, new URLs are parked instead: the result
         lists them, and the caller must write them to the backlog (`pipeline.backlog`).
         """
-        urls, stats, _ = self._keys(crawl_id)
+        seen, stats, _ = self._keys(crawl_id)
         now_ms = int(time.time() * 1000)
         args: list[Any] = [now_ms, JOB_EXPIRES_MS, max_pages, CRAWL_KEY_TTL_S, JOB_KEY_PREFIX]
         args += [skipped_invalid, skipped_scope, max_queued]
-        candidates: dict[str, Discovery] = {}
+        candidates: dict[bytes, Discovery] = {}
         sent = self._sent_members(crawl_id)
         for item in found:
             member = _member(item.kind, item.url)
@@ -228,15 +235,15 @@ class Frontier:
             args += [member, item.kind, job_id(crawl_id, item.kind, item.url), _payload(crawl_id, item, now_ms)]
         if not candidates and not (skipped_invalid or skipped_scope):
             return RegisterResult(0, 0, 0, [])
-        new_pages, new_lists, capped, parked = await self._register(keys=[urls, stats, self.queue_name], args=args)
-        parked_members = {_text(m) for m in parked}
+        new_pages, new_lists, capped, parked = await self._register(keys=[seen, stats, self.queue_name], args=args)
+        parked_members = {bytes(m) for m in parked}
         # Parked URLs are not remembered: a retried job must send them again so they reach the backlog.
         sent.update(m for m in candidates if m not in parked_members)
         if len(sent) > SENT_CACHE_PER_CRAWL:
             sent.clear()
         return RegisterResult(int(new_pages), int(new_lists), int(capped), [candidates[m] for m in parked_members])
 
-    def _sent_members(self, crawl_id: str) -> set[str]:
+    def _sent_members(self, crawl_id: str) -> set[bytes]:
         """Members this process already registered for the crawl: real sites repeat their links
         on every page, and re-sending each one to Redis costs a payload and a lookup there."""
         sent = self._sent.get(crawl_id)
@@ -254,7 +261,7 @@ class Frontier:
         Returns how many moved and how many of `items` were dealt with (moved, or found already
         queued); the rest did not fit.
         """
-        urls, stats, _ = self._keys(crawl_id)
+        seen, stats, _ = self._keys(crawl_id)
         now_ms = int(time.time() * 1000)
         args: list[Any] = [now_ms, JOB_EXPIRES_MS, JOB_KEY_PREFIX, max_queued]
         for item in items:
@@ -265,7 +272,7 @@ class Frontier:
             ]
         if len(args) == 4:
             return 0, 0
-        promoted, examined = await self._promote(keys=[urls, stats, self.queue_name], args=args)
+        promoted, examined = await self._promote(keys=[seen, stats, self.queue_name], args=args)
         return int(promoted), int(examined)
 
     async def finish(
@@ -293,7 +300,7 @@ class Frontier:
         (so this job does not complete it) and no backlog to refill. Otherwise the job stays
         queued until arq finishes it, so a worker dying before the follow-up runs it again.
         """
-        urls, stats, _ = self._keys(crawl_id)
+        seen, stats, _ = self._keys(crawl_id)
         if cancelled:
             counter, state = ("cancelled" if kind == "page" else "lists_cancelled"), "c"
         elif skipped_robots:
@@ -302,7 +309,7 @@ class Frontier:
             counter, state = ("unchanged" if unchanged else "stored") if stored else "failed", "s" if stored else "f"
         else:  # list pages and sitemaps
             counter, state = "lists_done" if stored else "lists_failed", "s" if stored else "f"
-        keys = [urls, stats]
+        keys = [seen, stats]
         args: list[Any] = [_member(kind, url), counter, state, int(fetched and kind == "page"), retries]
         if retire is not None:
             keys += [job_key(retire), retry_key(retire), in_progress_key(retire), self.queue_name, ABORT_SET]
@@ -313,12 +320,13 @@ class Frontier:
     async def page_state(self, crawl_id: str, url: str) -> str | None:
         """The state of `url` as a page of the crawl: 'o' for a page its list job keeps and has
         not settled yet (see `Discovery`), 'q', 'w', 's', 'f', or None if it is not one."""
-        state = await self.redis.hget(self._keys(crawl_id)[0], _member("page", url))  # type: ignore[misc]
+        seen, stats, _ = self._keys(crawl_id)
+        state = await self._seen_state(keys=[seen, stats], args=[_member("page", url)])
         return None if state is None else _text(state)
 
     async def counters(self, crawl_id: str) -> dict[str, int]:
         raw: dict[bytes, bytes] = await self.redis.hgetall(self._keys(crawl_id)[1])  # type: ignore[misc]
-        return {_text(k): int(v) for k, v in raw.items()}
+        return {_text(k): int(v) for k, v in raw.items() if _text(k) not in SEEN_LAYOUT}
 
     async def known(self, crawl_id: str) -> bool:
         """Whether Redis still holds the crawl's state (it expires a week after the last change)."""
@@ -381,42 +389,44 @@ class Frontier:
         Returns how many were cancelled and how many were left to their running jobs. The crawl
         must be held first (`hold(crawl_id, "cancelling")`), so that no job starts meanwhile.
         """
-        urls, stats, _ = self._keys(crawl_id)
+        seen, stats, _ = self._keys(crawl_id)
         cancelled = running = 0
-        batch: list[str] = []
+        batch: list[Any] = []
 
         async def send() -> None:
             nonlocal cancelled, running
-            keys = [urls, stats, self.queue_name]
+            keys = [seen, stats, self.queue_name]
             args = [JOB_KEY_PREFIX, IN_PROGRESS_KEY_PREFIX, RETRY_KEY_PREFIX, *batch]
             done, busy = await self._cancel(keys=keys, args=args)
             cancelled, running = cancelled + int(done), running + int(busy)
             batch.clear()
 
-        async for raw_member, state in self.redis.hscan_iter(urls, count=1000):
-            if state not in (b"q", b"w", b"o"):
-                continue
-            kind, url = _kind_and_url(_text(raw_member))
-            batch += [_member(kind, url), "cancelled" if kind == "page" else "lists_cancelled"]
-            # A page its list job keeps has no job of its own: it goes with its list job's.
-            batch.append(job_id(crawl_id, "list" if state == b"o" else kind, url))
-            if len(batch) >= CONTROL_BATCH * 3:
-                await send()
+        async for bucket in self.redis.scan_iter(match=_glob_escape(seen) + "*", count=1000):
+            async for member, state in self.redis.hscan_iter(bucket, count=1000):
+                if state not in (b"q", b"w", b"o"):
+                    continue
+                kind, digest = _member_kind(bytes(member))
+                # A page its list job keeps has no job of its own: it goes with its list job's.
+                job_kind = "list" if state == b"o" else kind
+                batch += [member, "cancelled" if kind == "page" else "lists_cancelled"]
+                batch.append(f"{_JOB_PREFIX[job_kind]}:{crawl_id}:{digest}")
+                if len(batch) >= CONTROL_BATCH * 3:
+                    await send()
         if batch:
             await send()
         return cancelled, running
 
     async def requeue(self, crawl_id: str, failed: Iterable[Requeue]) -> int:
         """Queue failed URLs again as fresh attempts, reopening the crawl; returns how many moved."""
-        urls, stats, meta = self._keys(crawl_id)
+        seen, stats, meta = self._keys(crawl_id)
         queued = 0
         batch: list[Any] = []
         now_ms = int(time.time() * 1000)
 
         async def send() -> None:
             nonlocal queued
-            args = [now_ms, JOB_EXPIRES_MS, JOB_KEY_PREFIX, RETRY_KEY_PREFIX, *batch]
-            queued += int(await self._requeue(keys=[urls, stats, self.queue_name], args=args))
+            args = [now_ms, JOB_EXPIRES_MS, JOB_KEY_PREFIX, RETRY_KEY_PREFIX, CRAWL_KEY_TTL_S, *batch]
+            queued += int(await self._requeue(keys=[seen, stats, self.queue_name], args=args))
             batch.clear()
 
         for entry in failed:
@@ -429,7 +439,7 @@ class Frontier:
         if batch:
             await send()
         async with self.redis.pipeline(transaction=False) as pipe:
-            for key in (urls, stats, meta):
+            for key in (stats, meta):
                 pipe.expire(key, CRAWL_KEY_TTL_S)
             await pipe.execute()
         self._sent.pop(crawl_id, None)  # links its pages send again must reach the script again

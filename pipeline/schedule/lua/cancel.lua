@@ -8,16 +8,27 @@
 -- added). Settled members are not touched. So `discovered` keeps adding up:
 -- stored + unchanged + failed + cancelled, and lists + lists_done + lists_failed + lists_cancelled.
 --
--- KEYS[1]  the crawl's url hash      KEYS[2]  its stats hash      KEYS[3]  the queue
+-- KEYS[1]  the prefix of the crawl's seen-set buckets (addressed as register.lua explains)
+-- KEYS[2]  its stats hash            KEYS[3]  the queue
 -- ARGV[1]  arq's job key prefix      ARGV[2]  in-progress key prefix      ARGV[3]  retry key prefix
--- ARGV[4..] groups of three: member, counter to bump (cancelled or lists_cancelled), job id
+-- ARGV[4..] groups of three: member digest, counter to bump (cancelled or lists_cancelled), job id
 -- Reply: {members cancelled, members left to their running jobs}
-local urls, stats, queue = KEYS[1], KEYS[2], KEYS[3]
+local seen, stats, queue = KEYS[1], KEYS[2], KEYS[3]
 local job_prefix, progress_prefix, retry_prefix = ARGV[1], ARGV[2], ARGV[3]
+local layout = redis.call('HMGET', stats, 'seen_level', 'seen_split')
+local level, split = tonumber(layout[1] or '0'), tonumber(layout[2] or '0')
+local function bucket_of(member)
+  local a, b, c, d = string.byte(member, 1, 4)
+  local h, base = ((a * 256 + b) * 256 + c) * 256 + d, 2 ^ level
+  local n = h % base
+  if n < split then n = h % (2 * base) end
+  return seen .. n
+end
 local cancelled, running, dequeued, unparked = 0, 0, 0, 0
 for i = 4, #ARGV, 3 do
   local member, counter, job_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local state = redis.call('HGET', urls, member)
+  local bucket = bucket_of(member)
+  local state = redis.call('HGET', bucket, member)
   local cancel = false
   if state == 'q' or state == 'o' then
     if redis.call('EXISTS', progress_prefix .. job_id) == 1 then
@@ -32,7 +43,7 @@ for i = 4, #ARGV, 3 do
     cancel = true
   end
   if cancel then
-    redis.call('HSET', urls, member, 'c')
+    redis.call('HSET', bucket, member, 'c')
     redis.call('HINCRBY', stats, counter, 1)
     cancelled = cancelled + 1
   end

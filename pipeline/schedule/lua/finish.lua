@@ -9,21 +9,32 @@
 -- The call that settles the crawl's last URL closes it (stats field `closed`): from then on the
 -- other scripts queue nothing for it, so a late re-run of one of its jobs cannot revive it.
 --
--- KEYS[1]  the crawl's url hash      KEYS[2]  its stats hash
+-- KEYS[1]  the prefix of the crawl's seen-set buckets (addressed as register.lua explains)
+-- KEYS[2]  its stats hash
 -- optional: KEYS[3] the job's record, KEYS[4] its retry counter, KEYS[5] its in-progress key,
 --           KEYS[6] the queue, KEYS[7] arq's abort set
--- ARGV[1]  member                    ARGV[2]  counter to bump (stored, unchanged, failed,
+-- ARGV[1]  member digest             ARGV[2]  counter to bump (stored, unchanged, failed,
 --                                              skipped_robots, cancelled, lists_done, ...)
 -- ARGV[3]  new state ('s' stored, 'f' failed, 'r' skipped by robots.txt, 'c' cancelled)
 -- ARGV[4]  '1' if the page got a final HTTP response
 -- ARGV[5]  retries it took           ARGV[6]  the job id (with the optional KEYS)
 -- Reply: {settled by this call (0/1), pending, queued, waiting, job taken out of the queue (0/1)}
-local urls, stats = KEYS[1], KEYS[2]
+local seen, stats = KEYS[1], KEYS[2]
 local member, counter, state, fetched, retries = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local layout = redis.call('HMGET', stats, 'seen_level', 'seen_split')
+local level, split = tonumber(layout[1] or '0'), tonumber(layout[2] or '0')
+local function bucket_of(member)
+  local a, b, c, d = string.byte(member, 1, 4)
+  local h, base = ((a * 256 + b) * 256 + c) * 256 + d, 2 ^ level
+  local n = h % base
+  if n < split then n = h % (2 * base) end
+  return seen .. n
+end
+local bucket = bucket_of(member)
 local changed = 0
-local current = redis.call('HGET', urls, member)
+local current = redis.call('HGET', bucket, member)
 if current == 'q' or current == 'o' then
-  redis.call('HSET', urls, member, state)
+  redis.call('HSET', bucket, member, state)
   redis.call('HINCRBY', stats, counter, 1)
   if fetched ~= '0' then redis.call('HINCRBY', stats, 'fetched', 1) end
   if retries ~= '0' then redis.call('HINCRBY', stats, 'retries', retries) end

@@ -4,24 +4,35 @@
 -- each URL once. A closed crawl (done, or cancelled) takes nothing back; a paused one gets its
 -- jobs due far in the future (see register.lua).
 --
--- KEYS[1]  the crawl's url hash      KEYS[2]  its stats hash      KEYS[3]  the queue
+-- KEYS[1]  the prefix of the crawl's seen-set buckets (addressed as register.lua explains)
+-- KEYS[2]  its stats hash            KEYS[3]  the queue
 -- ARGV[1]  now, ms                   ARGV[2]  job record expiry, ms
 -- ARGV[3]  arq's job key prefix      ARGV[4]  max_queued
--- ARGV[5..] groups of three: member, job id, job record
+-- ARGV[5..] groups of three: member digest, job id, job record
 -- Reply: {members queued, members dealt with (queued, or found queued already)}
-local urls, stats, queue = KEYS[1], KEYS[2], KEYS[3]
+local seen, stats, queue = KEYS[1], KEYS[2], KEYS[3]
 local now, expires, prefix, max_queued = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local control = redis.call('HMGET', stats, 'closed', 'paused', 'queued')
 if control[1] == '1' then return {0, 0} end
 local due = tonumber(now) + tonumber(control[2] or '0')
 local queued = tonumber(control[3] or '0')
+local layout = redis.call('HMGET', stats, 'seen_level', 'seen_split')
+local level, split = tonumber(layout[1] or '0'), tonumber(layout[2] or '0')
+local function bucket_of(member)
+  local a, b, c, d = string.byte(member, 1, 4)
+  local h, base = ((a * 256 + b) * 256 + c) * 256 + d, 2 ^ level
+  local n = h % base
+  if n < split then n = h % (2 * base) end
+  return seen .. n
+end
 local promoted, examined = 0, 0
 for i = 5, #ARGV, 3 do
   local member, job_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if queued + promoted >= max_queued then break end
   examined = examined + 1
-  if redis.call('HGET', urls, member) == 'w' then
-    redis.call('HSET', urls, member, 'q')
+  local bucket = bucket_of(member)
+  if redis.call('HGET', bucket, member) == 'w' then
+    redis.call('HSET', bucket, member, 'q')
     redis.call('PSETEX', prefix .. job_id, expires, payload)
     redis.call('ZADD', queue, due, job_id)
     promoted = promoted + 1

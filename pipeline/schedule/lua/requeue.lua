@@ -5,25 +5,37 @@
 -- attempt had an HTTP response), so the crawl's sums hold while it runs again. A page with an
 -- empty job record is one its list job keeps: it becomes 'o', with no job of its own.
 --
--- KEYS[1]  the crawl's url hash      KEYS[2]  its stats hash      KEYS[3]  the queue
+-- KEYS[1]  the prefix of the crawl's seen-set buckets (addressed as register.lua explains)
+-- KEYS[2]  its stats hash            KEYS[3]  the queue
 -- ARGV[1]  now, ms                   ARGV[2]  job record expiry, ms
--- ARGV[3]  arq's job key prefix      ARGV[4]  retry key prefix
--- ARGV[5..] groups of five: member, counter to take back (failed or lists_failed),
+-- ARGV[3]  arq's job key prefix      ARGV[4]  retry key prefix      ARGV[5]  TTL of the crawl's keys, s
+-- ARGV[6..] groups of five: member digest, counter to take back (failed or lists_failed),
 --           '1' if it counted as fetched, job id, job record
 -- Reply: how many URLs were queued again (kept pages included)
-local urls, stats, queue = KEYS[1], KEYS[2], KEYS[3]
-local now, expires, job_prefix, retry_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local seen, stats, queue = KEYS[1], KEYS[2], KEYS[3]
+local now, expires, job_prefix, retry_prefix, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local layout = redis.call('HMGET', stats, 'seen_level', 'seen_split')
+local level, split = tonumber(layout[1] or '0'), tonumber(layout[2] or '0')
+local function bucket_of(member)
+  local a, b, c, d = string.byte(member, 1, 4)
+  local h, base = ((a * 256 + b) * 256 + c) * 256 + d, 2 ^ level
+  local n = h % base
+  if n < split then n = h % (2 * base) end
+  return seen .. n
+end
 local queued, kept = 0, 0
-for i = 5, #ARGV, 5 do
+for i = 6, #ARGV, 5 do
   local member, counter, fetched, job_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  if redis.call('HGET', urls, member) == 'f' then
+  local bucket = bucket_of(member)
+  if redis.call('HGET', bucket, member) == 'f' then
+    redis.call('EXPIRE', bucket, ttl)
     redis.call('HINCRBY', stats, counter, -1)
     if fetched == '1' then redis.call('HINCRBY', stats, 'fetched', -1) end
     if payload == '' then
-      redis.call('HSET', urls, member, 'o')
+      redis.call('HSET', bucket, member, 'o')
       kept = kept + 1
     else
-      redis.call('HSET', urls, member, 'q')
+      redis.call('HSET', bucket, member, 'q')
       redis.call('DEL', retry_prefix .. job_id)
       redis.call('PSETEX', job_prefix .. job_id, expires, payload)
       redis.call('ZADD', queue, now, job_id)
