@@ -62,11 +62,18 @@ def redis_client(settings: Settings) -> Redis:
 
 
 def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
+    """The MongoDB client; with `mongo.journal`, every write waits for the server's journal (j: true).
+
+    A page is counted as stored only after its write returns, so the count can be trusted after a
+    database crash only if the write was on disk when it returned. The group commit keeps this
+    cheap: one journaled bulk write carries a batch of pages.
+    """
     return AsyncMongoClient(
         settings.mongo.url,
         serverSelectionTimeoutMS=int(settings.mongo.server_selection_timeout * 1000),
         tz_aware=True,
         connect=False,
+        journal=settings.mongo.journal,
     )
 
 

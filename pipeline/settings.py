@@ -75,6 +75,9 @@ class MongoSettings:
     url: str = _setting("")  # empty: embedded SecantusDB under storage.data_dir
     db: str = _setting("pipeline")
     server_selection_timeout: float = _setting(10.0, min=0.1)
+    # Writes are acknowledged only once in the server's on-disk journal (write concern j: true),
+    # so a page counted as stored survives a crash of the database right after.
+    journal: bool = _setting(True)
 
 
 @dataclass(frozen=True)

@@ -464,8 +464,9 @@ def start_mongo(
 
     Without `sync_on_commit`, SecantusDB hands its journal to the OS a little after
     acknowledging a write, so a SIGKILL loses the writes of that window. Writes with `j=True`
-    or a server started with `sync_on_commit` (an fsync per commit) survive it; a clean stop
-    always keeps everything. bench/RESULTS.md has the measurements.
+    (the workers' default, `mongo.journal`) or a server started with `sync_on_commit` (an fsync
+    per commit, as the embedded default runs) survive it; a clean stop always keeps everything.
+    bench/RESULTS.md has the measurements.
     """
     data_dir = data_dir.resolve()
     storage = data_dir / "mongo"

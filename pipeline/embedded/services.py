@@ -217,9 +217,10 @@ class EmbeddedServices:
     `secantusd.toml`, `services.json`, `services.lock`.
     """
 
-    def __init__(self, data_dir: Path, *, start_timeout: float = EMBEDDED_START_TIMEOUT) -> None:
+    def __init__(self, data_dir: Path, *, start_timeout: float = EMBEDDED_START_TIMEOUT, durable: bool = True) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.start_timeout = start_timeout
+        self.durable = durable  # SecantusDB fsyncs its journal on every commit
         self._started: dict[str, ServiceProcess] = {}
 
     @property
@@ -318,7 +319,7 @@ class EmbeddedServices:
         )
 
     def _start_mongo(self) -> ServiceProcess:
-        return start_mongo(self.data_dir, timeout=self.start_timeout, detached=True)
+        return start_mongo(self.data_dir, timeout=self.start_timeout, detached=True, sync_on_commit=self.durable)
 
 
 def needs_embedded(settings: Settings) -> bool:
@@ -333,7 +334,7 @@ def resolve_services(settings: Settings) -> tuple[Settings, EmbeddedServices | N
     """
     if not needs_embedded(settings):
         return settings, None
-    services = EmbeddedServices(settings.data_dir)
+    services = EmbeddedServices(settings.data_dir, durable=settings.mongo.journal)
     state = services.ensure_running()
     resolved = settings.replace(
         redis={"url": settings.redis.url or state.redis_url},

@@ -123,6 +123,9 @@ def test_embedded_services_start_reuse_and_stop(tmp_path: Path) -> None:
         recorded = json.loads((tmp_path / "services.json").read_text())
         assert set(recorded) == {"redis", "mongo"}
         assert os.stat(tmp_path / "services.json").st_mode & 0o077 == 0  # holds the Redis password
+        # The embedded MongoDB is durable: its journal reaches the disk before a write is acknowledged.
+        mongo_argv = Path(f"/proc/{first.processes['mongo'].pid}/cmdline").read_bytes().split(b"\0")
+        assert b"--sync-on-commit" in mongo_argv
 
         second = EmbeddedServices(tmp_path)
         reused = second.ensure_running()
