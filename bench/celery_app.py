@@ -6,8 +6,9 @@ as the pipeline and the floor, and the ratios come from one invocation.
 
 It is written the way Celery users write it: a task per list page queues a task per child URL,
 and a child task GETs the page with requests, parses it (selectolax, as the pipeline does),
-fingerprints it in the worker (a gevent pool has nowhere else to put CPU work), puts the body
-to S3 with boto3 and upserts its document with PyMongo. The clients are made once per worker
+fingerprints it in the worker (a gevent pool has nowhere else to put CPU work; with
+`BENCH_CELERY_CRUNCH=none`, the seed's own job, it does not), puts the body to S3 with boto3 and
+upserts its document with PyMongo (`j: true` unless `BENCH_CELERY_JOURNAL=false`). The clients are made once per worker
 (`worker_init`), as Celery's docs advise. Discovered URLs are deduplicated in a Redis set, as
 a crawler on Celery must do once list pages link each other.
 
@@ -87,7 +88,9 @@ def _open_worker(**_: Any) -> None:
     )
     _worker["bucket"] = _env("BUCKET")
     _worker["s3"].create_bucket(Bucket=_worker["bucket"])
-    mongo: MongoClient[dict[str, Any]] = MongoClient(_env("MONGO_URL"), tz_aware=True)
+    # j: true when the pipeline beside it writes so (its default): the same durability, the same work.
+    journal = _env("JOURNAL", "true") == "true"
+    mongo: MongoClient[dict[str, Any]] = MongoClient(_env("MONGO_URL"), tz_aware=True, journal=journal)
     pages = mongo[_env("DB")]["pages"]
     pages.create_index("url", unique=True)
     pages.create_index("crawl_id")
@@ -97,6 +100,7 @@ def _open_worker(**_: Any) -> None:
     _worker["seen_key"] = f"bench-celery:seen:{_worker['crawl_id']}"
     _worker["link_selector"] = _env("LINK_SELECTOR")
     _worker["next_selector"] = _env("NEXT_SELECTOR")
+    _worker["crunch"] = _env("CRUNCH", "fingerprint") != "none"
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
@@ -147,8 +151,9 @@ def fetch_page(url: str) -> None:
     started = time.perf_counter()
     body, charset = _get(url)
     fetch_ms = (time.perf_counter() - started) * 1000
-    parsed = parse_html(decode_html(body, charset), link_selector=_worker["link_selector"])
-    crunched = fingerprint(parsed.text)
+    crunch = _worker["crunch"]
+    parsed = parse_html(decode_html(body, charset), link_selector=_worker["link_selector"], text=crunch)
+    crunched = fingerprint(parsed.text) if crunch else None
     sha256 = hashlib.sha256(body).hexdigest()
     bucket, key = _worker["bucket"], f"bodies/{sha256}"
     _worker["s3"].put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/html")

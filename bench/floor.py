@@ -7,7 +7,9 @@ else: an aiohttp GET on one session, `pipeline.parse` (selectolax), links resolv
 put per page through `pipeline.blobs.S3BlobStore` (a SigV4-signed PUT with the aioboto3 client's
 credentials), and a MongoDB upsert. `--writes single` does each page's upsert and pool call on
 its own; `--writes bulk` batches both as the pipeline does (`bulk_write`s, and pool calls sent
-together as `[cpu]`'s defaults say). No Redis, no arq, no retries, no leases. What the pipeline spends above this
+together as `[cpu]`'s defaults say). `--crunch none` skips the CPU stage as `crawl.crunch =
+"none"` does (no pool, no text extracted); `--journal` (the default) writes with `j: true` as
+the pipeline's `mongo.journal` does. No Redis, no arq, no retries, no leases. What the pipeline spends above this
 is the price of its queue and its guarantees; the floor is what an ideal pipeline on these parts
 would still spend.
 
@@ -64,6 +66,8 @@ class FloorOptions:
     batch_size: int
     processes: int
     s3_pool: int
+    crunch: str  # "fingerprint", or "none": no CPU stage, no pool, no text extracted
+    journal: bool  # MongoDB write concern j: true, as the pipeline's default
 
 
 @dataclass
@@ -194,7 +198,9 @@ class Floor:
         started = time.perf_counter()
         body, charset = await self._get(url)
         fetch_ms = (time.perf_counter() - started) * 1000
-        parsed = parse_html(decode_html(body, charset), link_selector=self.options.link_selector)
+        parsed = parse_html(
+            decode_html(body, charset), link_selector=self.options.link_selector, text=self.options.crunch != "none"
+        )
         await self._store(url, depth, body, charset, parsed, fetch_ms)
         if depth < self.options.max_depth:
             self.counts.links += len(parsed.links)
@@ -203,10 +209,15 @@ class Floor:
     async def _store(
         self, url: str, depth: int, body: bytes, charset: str | None, parsed: ParsedPage, fetch_ms: float
     ) -> None:
+        crunch = self.options.crunch != "none"
         sha256 = hashlib.sha256(body).hexdigest()
         put = self.s3.put(sha256, body, "text/html")
-        assert self.pool is not None
-        key, crunched = await asyncio.gather(put, self.pool.run(fingerprint, parsed.text))
+        crunched: dict[str, Any] | None = None
+        if crunch and parsed.text:
+            assert self.pool is not None
+            key, crunched = await asyncio.gather(put, self.pool.run(fingerprint, parsed.text))
+        else:
+            key = await put
         document = self._document(url, depth, body, sha256, key, parsed, crunched, fetch_ms, charset)
         if self._bulk is not None:
             self._bulk.add(url, document)
@@ -222,7 +233,7 @@ class Floor:
         sha256: str,
         key: str,
         parsed: ParsedPage,
-        crunched: dict[str, Any],
+        crunched: dict[str, Any] | None,
         fetch_ms: float,
         charset: str | None,
     ) -> dict[str, Any]:
@@ -249,18 +260,19 @@ class Floor:
         }
 
 
-def content_fields(parsed: ParsedPage, crunched: dict[str, Any]) -> dict[str, Any]:
-    """A page document's fields from its parse and its fingerprint, as the pipeline stores them."""
-    return {
+def content_fields(parsed: ParsedPage, crunched: dict[str, Any] | None) -> dict[str, Any]:
+    """A page document's fields from its parse and its fingerprint (None: `crunch = none`), as the
+    pipeline stores them."""
+    fields = {
         "title": parsed.title,
         "description": parsed.description,
         "canonical": parsed.canonical,
         "language": parsed.language,
         "link_count": parsed.link_count,
-        "word_count": crunched["word_count"],
-        "simhash": crunched["simhash"],
-        "top_words": crunched["top_words"],
     }
+    if crunched is not None:
+        fields.update(word_count=crunched["word_count"], simhash=crunched["simhash"], top_words=crunched["top_words"])
+    return fields
 
 
 async def _open(options: FloorOptions, stack: AsyncExitStack) -> Floor:
@@ -276,7 +288,9 @@ async def _open(options: FloorOptions, stack: AsyncExitStack) -> Floor:
 
     connector = aiohttp.TCPConnector(limit=options.concurrency, limit_per_host=options.concurrency)
     session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(options.mongo_url, tz_aware=True)
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        options.mongo_url, tz_aware=True, journal=options.journal
+    )
     stack.push_async_callback(mongo.close)
     pages = mongo[options.db]["pages"]
     await pages.create_index([("url", ASCENDING)], unique=True)
@@ -303,7 +317,8 @@ async def _open(options: FloorOptions, stack: AsyncExitStack) -> Floor:
         batch_size=batching.batch_size,
     )
     stack.callback(pool.close)
-    await pool.start_processes()
+    if options.crunch != "none":
+        await pool.start_processes()
     floor.pool = pool
     return floor
 
@@ -343,6 +358,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--s3-pool", type=int, default=64, help="S3 connections (the pipeline's default)")
+    parser.add_argument("--crunch", choices=("fingerprint", "none"), default="fingerprint")
+    parser.add_argument("--journal", action=argparse.BooleanOptionalAction, default=True, help="write with j: true")
     return parser
 
 

@@ -115,6 +115,7 @@ _COLUMNS = (
     ("workload", "workload", "{}"),
     ("subject", "subject", "{}"),
     ("workers", "workers", "{}"),
+    ("crunch", "crunch", "{}"),
     ("ok", "verified", "{}"),
     ("pages/s", "pages_per_s", "{:.0f}"),
     ("CPU-ms/page", "cpu_ms_per_page", "{:.2f}"),

@@ -32,7 +32,7 @@ from bench.report import machine, source, table, versions
 from bench.servercounters import ServerCounters
 from bench.subjects import LAUNCHERS, CelerySubject, FloorSubject, Outcome, PipelineSubject, RunPlaces, Subject
 from bench.verify import Target, drop, verify
-from bench.workloads import WORKLOADS, Workload
+from bench.workloads import WORKLOADS, Workload, static_workload
 
 ALL = ("fan-out", "latency-bound", "link-heavy")
 SERVICE_NAMES = ("redis", "mongo", "s3", "site")
@@ -58,7 +58,11 @@ class Measured:
 
 
 def site_args(workload: Workload) -> list[str]:
-    """`bench.site` options for the workload's `SiteConfig`, one per field."""
+    """`bench.site` options: the static folder and its latency, or one per field of the `SiteConfig`."""
+    if workload.site_dir is not None:
+        site = workload.site
+        return ["--static-dir", str(workload.site_dir), "--latency-ms", str(site.latency_ms),
+                "--latency-sigma", str(site.latency_sigma)]  # fmt: skip
     args: list[str] = []
     for name, value in asdict(workload.site).items():
         args += ["--" + name.replace("_", "-"), str(value)]
@@ -80,6 +84,7 @@ class Bench:
     logs: Path
     out: Path | None = None
     profile: ProfileRequest | None = None
+    journal: bool = True  # every subject writes to MongoDB with j: true (the pipeline's default)
 
 
 def _crawl_measured(
@@ -131,13 +136,16 @@ def _crawl_measured(
 def run_one(subject: Subject, workload: Workload, bench: Bench) -> dict[str, Any]:
     """One crawl of a fresh site by one subject, measured and verified; returns its result line."""
     services = bench.services
-    tag = f"{workload.name}-{subject.slug}-{subject.workers}-{uuid.uuid4().hex[:6]}"
+    # Fit for a database and a bucket name: lower case, digits and dashes, 63 characters at most.
+    slug = re.sub(r"[^a-z0-9-]+", "-", f"{workload.name}-{subject.slug}-{subject.crunch}".lower())
+    tag = f"{slug[:44]}-{subject.workers}-{uuid.uuid4().hex[:6]}"
     run_logs = bench.logs / tag
     run_logs.mkdir(parents=True)
     target = Target(services.mongo.url, "bench_" + tag.replace("-", "_"), services.s3.url, "bench-" + tag)
     site, base_url = start_site(site_args(workload), run_logs / "site.log")
     try:
-        places = RunPlaces(services, target, f"bench:{tag}:queue", run_logs, base_url + workload.start_path)
+        start_url = base_url + workload.start_path
+        places = RunPlaces(services, target, f"bench:{tag}:queue", run_logs, start_url, bench.journal)
         children = subject.start(workload, places)
         try:
             outcome, measured = _crawl_measured(subject, children, workload, places, bench, site)
@@ -151,7 +159,22 @@ def run_one(subject: Subject, workload: Workload, bench: Bench) -> dict[str, Any
     expected = {base_url + path for path in workload.expected_paths()}
     checked = asyncio.run(verify(target, outcome.crawl_id, expected, workload.max_depth))
     asyncio.run(drop(target))
-    return _result(subject, workload, outcome, measured, stats, checked, len(expected))
+    memory = seen_set_bytes(services.redis.url, outcome.crawl_id) if isinstance(subject, PipelineSubject) else None
+    variant = dict(subject.settings).get("mongo.journal")
+    journal = bench.journal if variant is None else variant.strip().lower() in ("1", "true", "yes", "on")
+    return _result(subject, workload, outcome, measured, stats, checked, len(expected), journal, memory)
+
+
+def seen_set_bytes(redis_url: str, crawl_id: str) -> int:
+    """What a crawl's seen-set holds in Redis (`MEMORY USAGE` of its buckets), read after the crawl."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"pipeline:crawl:{crawl_id}:seen:*", count=1000))
+        return sum(int(client.memory_usage(key, samples=0) or 0) for key in keys)  # type: ignore[arg-type]
+    finally:
+        client.close()
 
 
 _ROUND_TRIPS = re.compile(r"per-host limits: (\d+) requests, (\d+) Redis round trips")
@@ -189,19 +212,29 @@ def _result(
     stats: dict[str, Any],
     checked: dict[str, Any],
     expected_pages: int,
+    journal: bool,
+    seen_bytes: int | None = None,
 ) -> dict[str, Any]:
     """The run's JSON line: every figure per run and per page, and what it was measured on."""
     pages, wall, links = checked["stored"], outcome.wall_s, checked["links"]
-    checks = {**checked["checks"], "no_page_fetched_twice": stats["duplicates"] <= workload.expected_duplicates()}
+    expected_failed = len(workload.expected_failures())
+    checks = {
+        **checked["checks"],
+        "no_page_fetched_twice": stats["duplicates"] <= workload.expected_duplicates(),
+        "failures_as_expected": outcome.failed == expected_failed,
+    }
+    discovered = (outcome.extra.get("crawl_counters") or {}).get("discovered") or 0
     total_concurrency = workload.concurrency * subject.workers
     services_ms = {name: _per_page(cpu, pages) for name, cpu in measured.services_cpu_s.items()}
     return {
         "workload": workload.name,
         "subject": subject.name,
         "workers": subject.workers,
+        "crunch": subject.crunch,
+        "journal": journal,
         "pages": pages,
         "expected_pages": expected_pages,
-        "verified": all(checks.values()) and outcome.failed == 0,
+        "verified": all(checks.values()),
         "wall_s": round(wall, 3),
         "wall_observed_s": round(outcome.wall_observed_s, 3),
         "pages_per_s": round(pages / wall, 1) if wall else None,
@@ -247,11 +280,19 @@ def _result(
         "failed": outcome.failed,
         "host_limit_round_trips_per_request": outcome.extra.get("host_limit_round_trips_per_request"),
         "host_limit_round_trips": outcome.extra.get("host_limit_round_trips"),
+        "expected_failed": expected_failed,
+        # Redis: the crawl's seen-set after the crawl, and the server's memory growth over the crawl.
+        "discovered": discovered or None,
+        "redis_seen_bytes_per_url": round(seen_bytes / discovered, 1) if seen_bytes and discovered else None,
+        "redis_used_bytes_per_url": round(measured.counters.redis_memory_growth / discovered, 1)
+        if discovered
+        else None,
         "checks": checks,
         "problems": _problems(checked, stats, outcome, workload),
         "crawl_id": outcome.crawl_id,
         "crawl_counters": outcome.extra.get("crawl_counters"),
         "settings": dict((*workload.settings, *subject.settings)),
+        "site_dir": str(workload.site_dir) if workload.site_dir is not None else None,
         "source": source(),
         "machine": machine(),
         "versions": versions(),
@@ -288,6 +329,8 @@ def _with_ratios(result: dict[str, Any], baselines: dict[str, dict[str, Any]]) -
         result["cpu_ratio_to_celery"] = round(mine / celery["cpu_ms_per_page"], 2) if mine else None
         speed = result.get("pages_per_s")
         result["pages_per_s_ratio_to_celery"] = round(speed / celery["pages_per_s"], 2) if speed else None
+        rss = result.get("peak_rss_mb")
+        result["rss_ratio_to_celery"] = round(rss / celery["peak_rss_mb"], 2) if rss else None
     return result
 
 
@@ -308,11 +351,14 @@ def _subjects(
     variants: Sequence[tuple[tuple[str, str], ...]] = (),
     celery: bool = False,
     launchers: Sequence[str] = ("pipeline",),
+    crunch: str = "fingerprint",
 ) -> list[Subject]:
-    subjects: list[Subject] = [FloorSubject(writes) for writes in floors]
-    subjects += [CelerySubject()] if celery else []
-    subjects += [PipelineSubject(count, launcher=launcher) for launcher in launchers for count in workers]
-    subjects += [PipelineSubject(count, variant, launchers[0]) for variant in variants for count in workers]
+    """Every subject of one CPU stage: floors and Celery first (their lines give the ratios), then
+    the pipeline started each way, then its variants."""
+    subjects: list[Subject] = [FloorSubject(writes, crunch=crunch) for writes in floors]
+    subjects += [CelerySubject(crunch=crunch)] if celery else []
+    subjects += [PipelineSubject(n, launcher=launcher, crunch=crunch) for launcher in launchers for n in workers]
+    subjects += [PipelineSubject(n, variant, launchers[0], crunch) for variant in variants for n in workers]
     return subjects
 
 
@@ -333,14 +379,18 @@ def run_workload(workload: Workload, subjects: list[Subject], bench: Bench) -> l
     results: list[dict[str, Any]] = []
     baselines: dict[str, dict[str, Any]] = {}  # the floors' and Celery's lines, for the ratios
     for subject in subjects:
-        print(f"bench: {workload.name}: {subject.name} x{subject.workers}...", file=sys.stderr, flush=True)
+        print(
+            f"bench: {workload.name}: {subject.name} x{subject.workers}, crunch {subject.crunch}...",
+            file=sys.stderr,
+            flush=True,
+        )
         started = time.monotonic()
         try:
             result = run_one(subject, workload, bench)
         except (BenchError, OSError, TimeoutError, RuntimeError) as exc:
             traceback.print_exc(file=sys.stderr)
             result = {"workload": workload.name, "subject": subject.name, "workers": subject.workers}
-            result |= {"verified": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+            result |= {"crunch": subject.crunch, "verified": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
         if not isinstance(subject, PipelineSubject):
             baselines[subject.name] = result
         else:
@@ -375,6 +425,13 @@ def _floors(text: str) -> list[str]:
     return chosen
 
 
+def _crunches(text: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    if not chosen or any(part not in ("fingerprint", "none") for part in chosen):
+        raise argparse.ArgumentTypeError("--crunch takes fingerprint, none or fingerprint,none")
+    return chosen
+
+
 def _setting(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or "." not in key:
@@ -388,7 +445,27 @@ def _variant(text: str) -> tuple[tuple[str, str], ...]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", choices=(*WORKLOADS, "all"), default="fan-out", help="all: " + ", ".join(ALL))
+    parser.add_argument(
+        "--workload",
+        choices=(*WORKLOADS, "all", "site"),
+        help="fan-out unless --site-dir is given; site: the --site-dir folder; all: " + ", ".join(ALL),
+    )
+    parser.add_argument("--site-dir", type=Path, help="serve this folder of static HTML and crawl it (workload site)")
+    parser.add_argument("--start", default="/index.html", help="with --site-dir: the start page's path")
+    parser.add_argument("--site-name", default="", help="with --site-dir: the workload's name (default: the folder's)")
+    parser.add_argument("--site-latency-ms", type=float, default=0.0, help="with --site-dir: median response time")
+    parser.add_argument(
+        "--crunch",
+        type=_crunches,
+        default=["fingerprint"],
+        help="CPU stage of every subject: fingerprint, none (the seed's job) or fingerprint,none (both in turn)",
+    )
+    parser.add_argument(
+        "--journal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="every subject writes to MongoDB with j: true, the pipeline's default (--no-journal: none does)",
+    )
     parser.add_argument("--workers", type=_workers, default=[1], help="pipeline worker processes; 1,2 runs both")
     parser.add_argument("--floor", type=_floors, default=["bulk", "single"], help="floor runs: bulk,single or none")
     parser.add_argument("--concurrency", type=int, help="override the workload's concurrency per worker")
@@ -437,9 +514,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    names = ALL if args.workload == "all" else (args.workload,)
-    workloads = [WORKLOADS[name] for name in names]
+    parser = _parser()
+    args = parser.parse_args(argv)
+    workload_name = args.workload or ("site" if args.site_dir else "fan-out")
+    if workload_name == "site":
+        if args.site_dir is None:
+            parser.error("--workload site needs --site-dir PATH")
+        try:
+            workloads = [
+                static_workload(
+                    args.site_dir,
+                    args.start,
+                    name=args.site_name,
+                    concurrency=args.concurrency or 64,
+                    latency_ms=args.site_latency_ms,
+                )
+            ]
+        except ValueError as exc:
+            parser.error(str(exc))
+        if not workloads[0].expected_paths():
+            parser.error(f"--start {args.start}: no page of {args.site_dir} is reachable from it")
+    else:
+        names = ALL if workload_name == "all" else (workload_name,)
+        workloads = [WORKLOADS[name] for name in names]
     if args.concurrency or args.set:
         changes: dict[str, Any] = {"settings": tuple(args.set)}
         if args.concurrency:
@@ -449,13 +546,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     services = start_services(logs / "services")
     profile = ProfileRequest(args.profile, tuple(args.profile_option)) if args.profile else None
-    bench = Bench(services, logs, args.out, profile)
+    bench = Bench(services, logs, args.out, profile, args.journal)
     results: list[dict[str, Any]] = []
+    celery = args.baseline == "celery"
     try:
         for workload in workloads:
             for _ in range(max(1, args.repeat)):
-                subjects = _subjects(args.workers, args.floor, args.variant, args.baseline == "celery", args.launcher)
-                results += run_workload(workload, subjects, bench)
+                for crunch in args.crunch:
+                    subjects = _subjects(args.workers, args.floor, args.variant, celery, args.launcher, crunch)
+                    results += run_workload(workload, subjects, bench)
     finally:
         services.stop()
     ok = all(result.get("verified") for result in results)

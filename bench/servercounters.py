@@ -25,6 +25,18 @@ def redis_commands(url: str) -> Counter[str]:
     return Counter({name.removeprefix("cmdstat_").upper(): int(value["calls"]) for name, value in stats.items()})
 
 
+def redis_used_memory(url: str) -> int:
+    """The server's `used_memory`, in bytes."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        info: Any = client.info("memory")
+    finally:
+        client.close()
+    return int(info["used_memory"])
+
+
 def mongo_operations(url: str) -> Counter[str]:
     """The server's opcounters (insert, query, update, delete, getmore, command)."""
     from pymongo import MongoClient
@@ -45,14 +57,17 @@ class ServerCounters:
     mongo_url: str
     redis: Counter[str] = field(default_factory=Counter)
     mongo: Counter[str] = field(default_factory=Counter)
+    redis_memory_growth: int = 0  # Redis `used_memory` at the end less at the start
 
     def start(self) -> None:
         self.redis = redis_commands(self.redis_url)
         self.mongo = mongo_operations(self.mongo_url)
+        self.redis_memory_growth = -redis_used_memory(self.redis_url)
 
     def stop(self) -> None:
         self.redis = redis_commands(self.redis_url) - self.redis
         self.mongo = mongo_operations(self.mongo_url) - self.mongo
+        self.redis_memory_growth += redis_used_memory(self.redis_url)
 
     def per_page(self, pages: int) -> dict[str, Any]:
         """Totals, and per page the commands that were used (busiest first)."""

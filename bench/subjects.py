@@ -40,13 +40,15 @@ class Outcome:
 
 @dataclass(frozen=True)
 class RunPlaces:
-    """Where one run writes: services, its own queue, database and bucket, and its logs."""
+    """Where one run writes: services, its own queue, database and bucket, and its logs; and how
+    durably every subject writes to MongoDB (`j: true`, the pipeline's default)."""
 
     services: Services
     target: Target
     queue: str
     logs: Path
     start_url: str
+    journal: bool = True
 
 
 class Subject(Protocol):
@@ -54,6 +56,7 @@ class Subject(Protocol):
     workers: int
     slug: str  # the name, fit for database, bucket and file names
     settings: tuple[tuple[str, str], ...]  # worker settings of this subject on top of the workload's
+    crunch: str  # the CPU stage: "fingerprint" or "none" (the seed's job)
 
     def start(self, workload: Workload, places: RunPlaces) -> list[Child]: ...
 
@@ -62,7 +65,9 @@ class Subject(Protocol):
     ) -> Outcome: ...
 
 
-def _worker_env(workload: Workload, places: RunPlaces, extra: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
+def _worker_env(
+    workload: Workload, places: RunPlaces, extra: Sequence[tuple[str, str]] = (), crunch: str = "fingerprint"
+) -> dict[str, str]:
     """The configuration of every worker, as `PIPELINE_*` variables over an empty config file.
 
     The workload's own `settings` (from `--set`) come last, then the subject's `extra` ones (a
@@ -84,6 +89,8 @@ def _worker_env(workload: Workload, places: RunPlaces, extra: Sequence[tuple[str
         "PIPELINE_FETCH_CONCURRENCY": concurrency,
         "PIPELINE_FETCH_PER_HOST": concurrency,
         "PIPELINE_WORKER_MAX_JOBS": concurrency,
+        "PIPELINE_MONGO_JOURNAL": str(places.journal).lower(),
+        "PIPELINE_CRAWL_CRUNCH": crunch,
     }
     if _has_setting("fetch", "adaptive"):
         # The workloads fix the concurrency, as the floor and Celery's figures have it; the
@@ -126,6 +133,7 @@ class PipelineSubject:
     workers: int
     settings: tuple[tuple[str, str], ...] = ()  # a variant's settings (`--variant`)
     launcher: str = "pipeline"
+    crunch: str = "fingerprint"
     name: str = field(init=False)
     slug: str = field(init=False)
 
@@ -138,7 +146,7 @@ class PipelineSubject:
             self.slug += "-" + hashlib.sha1(variant.encode()).hexdigest()[:6]
 
     def start(self, workload: Workload, places: RunPlaces) -> list[Child]:
-        env = _worker_env(workload, places, self.settings)
+        env = _worker_env(workload, places, self.settings, self.crunch)
         argv = console_script(*LAUNCHERS[self.launcher])
         children = [Child(f"worker-{i}", argv, env, places.logs / f"worker-{i}.log") for i in range(self.workers)]
         try:
@@ -169,6 +177,7 @@ class PipelineSubject:
                 max_depth=workload.max_depth,
                 link_selector=workload.link_selector,
                 next_selector=workload.next_selector,
+                crunch=self.crunch,
             )
             status = await pipeline.wait(crawl_id, timeout=CRAWL_TIMEOUT, poll_interval=WAIT_POLL_S)
             observed = time.perf_counter() - started
@@ -189,6 +198,7 @@ class FloorSubject:
 
     writes: str
     workers: int = 1
+    crunch: str = "fingerprint"
     settings: tuple[tuple[str, str], ...] = field(init=False, default=())
     name: str = field(init=False)
     slug: str = field(init=False)
@@ -208,6 +218,8 @@ class FloorSubject:
             "--concurrency", str(workload.concurrency),
             "--max-depth", str(workload.max_depth),
             "--writes", self.writes,
+            "--crunch", self.crunch,
+            "--journal" if places.journal else "--no-journal",
         )  # fmt: skip
         if workload.link_selector:
             argv += ["--link-selector", workload.link_selector]
@@ -242,6 +254,7 @@ class CelerySubject:
     """
 
     workers: int = 1
+    crunch: str = "fingerprint"
     settings: tuple[tuple[str, str], ...] = field(init=False, default=())
     name: str = field(init=False, default="celery-gevent")
     slug: str = field(init=False, default="celery-gevent")
@@ -258,6 +271,8 @@ class CelerySubject:
             "BENCH_CELERY_CONCURRENCY": str(workload.concurrency),
             "BENCH_CELERY_LINK_SELECTOR": workload.link_selector or "a[href]",
             "BENCH_CELERY_NEXT_SELECTOR": workload.next_selector or "a[rel=next]",
+            "BENCH_CELERY_CRUNCH": self.crunch,
+            "BENCH_CELERY_JOURNAL": str(places.journal).lower(),
         }
 
     def start(self, workload: Workload, places: RunPlaces) -> list[Child]:

@@ -30,6 +30,7 @@ from typing import NamedTuple
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from tests.servers.docs_pages import docs_links, render_docs_child
 from tests.servers.loopback import LoopbackSite, ThreadedServer, serve_from_command_line
 
 HTML = "text/html; charset=utf-8"
@@ -78,12 +79,21 @@ class SiteConfig:
     robots_txt: str = ""
     #: The first this many requests for /robots.txt answer 503 (unreadable: the host must wait).
     robots_failures: int = 0
+    #: "plain": the child pages above, a 74-word vocabulary and `links_per_page` related links;
+    #: "docs": pages like a documentation site's (`tests.servers.docs_pages`): words from a
+    #: Zipf-distributed vocabulary of `vocabulary` words, sizes spread by `size_sigma`, section
+    #: navigation and cross-references instead of `links_per_page`.
+    layout: str = "plain"
+    vocabulary: int = 5000
+    size_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         if self.pages < 0 or self.per_list_page < 1 or self.links_per_page < 0 or self.pager < 0:
             raise ValueError("pages >= 0, per_list_page >= 1, links_per_page >= 0 and pager >= 0 required")
         if min(self.error_rate, self.missing_rate) < 0 or self.error_rate + self.missing_rate > 1:
             raise ValueError("error_rate and missing_rate must be >= 0 and sum to at most 1")
+        if self.layout not in ("plain", "docs") or self.vocabulary < 1 or self.size_sigma < 0:
+            raise ValueError("layout must be plain or docs, vocabulary >= 1 and size_sigma >= 0")
 
     @property
     def list_pages(self) -> int:
@@ -123,6 +133,8 @@ def _faults(config: SiteConfig) -> tuple[frozenset[int], frozenset[int]]:
 
 def child_links(config: SiteConfig, index: int) -> list[int]:
     """Indices of the other child pages that child `index` links to."""
+    if config.layout == "docs":
+        return docs_links(config, index).all()
     others = max(0, config.pages - 1)
     rng = random.Random(f"{config.seed}:links:{index}")
     picks = rng.sample(range(others), min(config.links_per_page, others))
@@ -166,6 +178,8 @@ def render_list(config: SiteConfig, page: int, host: str) -> bytes:
 
 def render_child(config: SiteConfig, index: int, host: str) -> bytes:
     """Child page `index`: deliberately sloppy HTML (unclosed <div>, <p>, <li>) near `page_bytes`."""
+    if config.layout == "docs":
+        return render_docs_child(config, index, host, HIDDEN_TOKEN)
     rng = random.Random(f"{config.seed}:page:{index}")
     title = f"Page {index}: " + " ".join(w.capitalize() for w in rng.choices(_VOCABULARY, k=3))
     description = " ".join(rng.choices(_VOCABULARY, k=12))
