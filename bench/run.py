@@ -30,8 +30,17 @@ from bench.procstat import MB, Sampler, TreeMeter
 from bench.profiler import Profiler, ProfileRequest
 from bench.report import machine, source, table, versions
 from bench.servercounters import ServerCounters
-from bench.subjects import LAUNCHERS, CelerySubject, FloorSubject, Outcome, PipelineSubject, RunPlaces, Subject
-from bench.verify import Target, drop, verify
+from bench.subjects import (
+    LAUNCHERS,
+    CelerySubject,
+    FloorSubject,
+    Outcome,
+    PipelineSubject,
+    RunPlaces,
+    ScrapySubject,
+    Subject,
+)
+from bench.verify import Target, drop, verify, verify_listed
 from bench.workloads import WORKLOADS, Workload, static_workload
 
 ALL = ("fan-out", "latency-bound", "link-heavy")
@@ -157,7 +166,10 @@ def run_one(subject: Subject, workload: Workload, bench: Bench) -> dict[str, Any
     finally:
         site.stop()
     expected = {base_url + path for path in workload.expected_paths()}
-    checked = asyncio.run(verify(target, outcome.crawl_id, expected, workload.max_depth))
+    if "stored_urls" in outcome.extra:  # a baseline that stores nothing but a list of pages
+        checked = verify_listed(outcome.extra.pop("stored_urls"), expected, start_url)
+    else:
+        checked = asyncio.run(verify(target, outcome.crawl_id, expected, workload.max_depth))
     asyncio.run(drop(target))
     memory = seen_set_bytes(services.redis.url, outcome.crawl_id) if isinstance(subject, PipelineSubject) else None
     variant = dict(subject.settings).get("mongo.journal")
@@ -222,6 +234,7 @@ def _result(
         **checked["checks"],
         "no_page_fetched_twice": stats["duplicates"] <= workload.expected_duplicates(),
         "failures_as_expected": outcome.failed == expected_failed,
+        "pages_as_expected": checked["verified"],
     }
     discovered = (outcome.extra.get("crawl_counters") or {}).get("discovered") or 0
     total_concurrency = workload.concurrency * subject.workers
@@ -324,6 +337,11 @@ def _with_ratios(result: dict[str, Any], baselines: dict[str, dict[str, Any]]) -
     for writes, key in (("bulk", "cpu_ratio_to_floor"), ("single", "cpu_ratio_to_floor_single")):
         floor = baselines.get(f"floor-{writes}", {}).get("cpu_ms_per_page")
         result[key] = round(mine / floor, 2) if mine and floor else None
+    scrapy = baselines.get(ScrapySubject.name, {})
+    if scrapy.get("verified") and mine:
+        result["cpu_ratio_to_scrapy"] = round(mine / scrapy["cpu_ms_per_page"], 3)
+        speed = result.get("pages_per_s")
+        result["pages_per_s_ratio_to_scrapy"] = round(speed / scrapy["pages_per_s"], 2) if speed else None
     celery = baselines.get(CelerySubject.name, {})
     if celery.get("verified"):
         result["cpu_ratio_to_celery"] = round(mine / celery["cpu_ms_per_page"], 2) if mine else None
@@ -349,14 +367,15 @@ def _subjects(
     workers: Sequence[int],
     floors: Sequence[str],
     variants: Sequence[tuple[tuple[str, str], ...]] = (),
-    celery: bool = False,
+    baselines: Sequence[str] = (),
     launchers: Sequence[str] = ("pipeline",),
     crunch: str = "fingerprint",
 ) -> list[Subject]:
     """Every subject of one CPU stage: floors and Celery first (their lines give the ratios), then
     the pipeline started each way, then its variants."""
     subjects: list[Subject] = [FloorSubject(writes, crunch=crunch) for writes in floors]
-    subjects += [CelerySubject(crunch=crunch)] if celery else []
+    subjects += [CelerySubject(crunch=crunch)] if "celery" in baselines else []
+    subjects += [ScrapySubject(crunch=crunch)] if "scrapy" in baselines else []
     subjects += [PipelineSubject(n, launcher=launcher, crunch=crunch) for launcher in launchers for n in workers]
     subjects += [PipelineSubject(n, variant, launchers[0], crunch) for variant in variants for n in workers]
     return subjects
@@ -425,6 +444,13 @@ def _floors(text: str) -> list[str]:
     return chosen
 
 
+def _baselines(text: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip() and part.strip() != "none"]
+    if any(part not in ("celery", "scrapy") for part in chosen):
+        raise argparse.ArgumentTypeError("--baseline takes celery, scrapy, celery,scrapy or none")
+    return chosen
+
+
 def _crunches(text: str) -> list[str]:
     chosen = [part.strip() for part in text.split(",") if part.strip()]
     if not chosen or any(part not in ("fingerprint", "none") for part in chosen):
@@ -480,9 +506,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--baseline",
-        choices=("celery", "none"),
-        default="none",
-        help="celery: also run a Celery gevent worker on the workload (uv pip install --group celery-baseline)",
+        type=_baselines,
+        default=[],
+        help="celery: also a Celery gevent worker (fan-out shapes; uv pip install --group celery-baseline); "
+        "scrapy: also a Scrapy CrawlSpider (graph shapes; uv pip install --group scrapy-baseline); or celery,scrapy",
     )
     parser.add_argument(
         "--variant",
@@ -548,12 +575,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile = ProfileRequest(args.profile, tuple(args.profile_option)) if args.profile else None
     bench = Bench(services, logs, args.out, profile, args.journal)
     results: list[dict[str, Any]] = []
-    celery = args.baseline == "celery"
     try:
         for workload in workloads:
             for _ in range(max(1, args.repeat)):
                 for crunch in args.crunch:
-                    subjects = _subjects(args.workers, args.floor, args.variant, celery, args.launcher, crunch)
+                    subjects = _subjects(args.workers, args.floor, args.variant, args.baseline, args.launcher, crunch)
                     results += run_workload(workload, subjects, bench)
     finally:
         services.stop()

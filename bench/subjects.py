@@ -320,3 +320,48 @@ class CelerySubject:
             app.close()
         finished_at = last["fetched_at"] if last else dt.datetime.now(dt.UTC)
         return Outcome(crawl_id=self.name, wall_s=(finished_at - sent_at).total_seconds(), wall_observed_s=observed)
+
+
+@dataclass
+class ScrapySubject:
+    """The Scrapy baseline (`bench/scrapy_spider.py`): a CrawlSpider at 64 requests in flight over a
+    graph workload, writing a JSON line per page and storing nothing. Needs `scrapy`
+    (`uv pip install --group scrapy-baseline`)."""
+
+    workers: int = 1
+    crunch: str = "fingerprint"  # Scrapy has no CPU stage: the same run stands for both
+    settings: tuple[tuple[str, str], ...] = field(init=False, default=())
+    name: str = field(init=False, default="scrapy")
+    slug: str = field(init=False, default="scrapy")
+
+    def start(self, workload: Workload, places: RunPlaces) -> list[Child]:
+        if not workload.walks_graph:
+            raise BenchError("the Scrapy baseline crawls graph workloads (a site from its start page)")
+        try:
+            import scrapy  # noqa: F401
+        except ImportError:
+            raise BenchError("--baseline scrapy needs: uv pip install --group scrapy-baseline") from None
+        spider = Path(__file__).with_name("scrapy_spider.py")
+        argv = console_script("scrapy", "runspider", str(spider), "-a", f"start_url={places.start_url}")
+        argv += ["-a", f"out={places.logs}", "-s", f"CONCURRENT_REQUESTS={workload.concurrency}"]
+        argv += ["-s", f"CONCURRENT_REQUESTS_PER_DOMAIN={workload.concurrency}"]
+        child = Child(self.name, argv, child_env({}), places.logs / "scrapy.log")
+        start_ready([child], READY)
+        return [child]
+
+    def crawl(self, children: list[Child], workload: Workload, places: RunPlaces, mark: Callable[[], None]) -> Outcome:
+        spider = children[0]
+        mark()
+        started = time.perf_counter()
+        spider.send("go")
+        spider.process.wait(CRAWL_TIMEOUT)
+        observed = time.perf_counter() - started
+        stats = json.loads((places.logs / "stats.json").read_text())
+        urls = [json.loads(line)["url"] for line in (places.logs / "pages.jsonl").read_text().splitlines()]
+        return Outcome(
+            crawl_id=self.name,
+            wall_s=float(stats.get("elapsed_time_seconds", observed)),
+            wall_observed_s=observed,
+            failed=int(stats.get("downloader/response_status_count/404", 0)),
+            extra={"stored_urls": urls, "scrapy_stats": stats},
+        )

@@ -83,3 +83,26 @@ async def drop(target: Target) -> None:
         await client.drop_database(target.db)
     finally:
         await client.close()
+
+
+def verify_listed(urls: list[str], expected_urls: set[str], start_url: str) -> dict[str, Any]:
+    """Checks of a baseline that stores nothing but lists the pages it parsed (Scrapy's feed).
+
+    It must have every expected HTML page but the start page (which Scrapy parses for links and
+    does not fetch again when pages link back to it); links its extractor skips by design (files
+    by their extension, such as `.py`) may be missing from the list.
+    """
+    listed = set(urls)
+    html = {url for url in expected_urls if url.endswith((".html", "/")) or "/page/" in url} - {start_url}
+    checks = {"pages_count": len(listed) >= len(html), "one_doc_per_url": len(listed) == len(urls)}
+    checks |= {"urls_as_expected": html <= listed <= expected_urls, "blobs_in_s3": True}
+    return {
+        "verified": all(checks.values()),
+        "checks": checks,
+        "stored": len(urls),
+        "missing_urls": sorted(html - listed)[:SAMPLE],
+        "unexpected_urls": sorted(listed - expected_urls)[:SAMPLE],
+        "missing_blobs": 0,
+        "max_attempts": 1,
+        "links": 0,
+    }
