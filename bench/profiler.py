@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,17 @@ class Profiler:
 
     def __init__(self, pid: int, output: Path, options: Sequence[str] = ()) -> None:
         kind = {".svg": "flamegraph", ".json": "speedscope"}.get(output.suffix, "raw")
-        argv = ["py-spy", "record", "--pid", str(pid), "--rate", "200", "--subprocesses", *options]
+        beside = Path(sys.executable).parent / "py-spy"  # in the benchmark's virtualenv, if installed there
+        argv = [
+            str(beside) if beside.exists() else "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--subprocesses",
+            *options,
+        ]
         argv += ["--format", kind, "--output", str(output)]
         self.output = output
         self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
