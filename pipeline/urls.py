@@ -76,10 +76,12 @@ class LinkResolver:
     """`normalise_url` for the links of many pages, remembering links whose result repeats.
 
     Sites repeat their navigation on every page, and an absolute link (`https://…`) or a
-    root-relative one (`/docs/x`) resolves to the same URL on every page of the same origin;
-    normalising costs far more than a lookup. Relative links (`../x`, `x`) depend on the page's
-    path and are always resolved afresh, against the page's URL parsed once for all its links.
-    Bounded: the least recently used entries are dropped beyond `size`.
+    root-relative one (`/docs/x`) resolves to the same URL on every page of the same origin; a
+    path-relative one (`../x`, `x`) to the same URL on every page of the same directory, and a
+    link to an anchor of the page (`#x`) is the page itself. Normalising costs far more than a
+    lookup. Other links (a query alone, another scheme) are resolved afresh, against the page's
+    URL parsed once for all its links. Bounded: the least recently used entries are dropped
+    beyond `size`.
     """
 
     def __init__(self, size: int = 20_000) -> None:
@@ -90,6 +92,8 @@ class LinkResolver:
     def resolve(self, href: str, base: str) -> str:
         """What `normalise_url(href, base)` returns (or raises), for a normalised `base`."""
         href = href.strip()  # as normalise_url does, before deciding what the result depends on
+        if href.startswith("#") and "\t" not in href and "\n" not in href and "\r" not in href:
+            return base  # a link to an anchor of the page itself (an empty link is refused, as before)
         key = _reusable_key(href, base)
         if key is None:
             return _normalise(href, base, self._parse_base)
@@ -118,19 +122,27 @@ class LinkResolver:
 def _reusable_key(href: str, base: str) -> tuple[str, str] | None:
     """The part of `base` that `href` resolves against, with `href`; None if that is all of it.
 
-    An absolute link needs only the base's scheme, a root-relative one its origin. Not reused:
-    links with tabs or newlines, which are dropped before parsing (a tab between two slashes
-    makes a root-relative link host-relative), and "http://" links with no host, which resolve
-    against the base.
+    An absolute link needs only the base's scheme, a root-relative one its origin, a
+    path-relative one (`os.html`, `../faq/index.html`, as generated documentation writes every
+    link) the base's directory: the base's last segment and query play no part in resolving it
+    (RFC 3986, 5.2.2). A link's fragment plays no part in any result. Not reused: links with tabs
+    or newlines, which are dropped before parsing (a tab between two slashes makes a
+    root-relative link host-relative), "http://" links with no host, which resolve against the
+    base, links of another scheme, and links that are a query alone, which depend on all of the
+    base.
     """
     if "\t" in href or "\n" in href or "\r" in href:
         return None
+    link = href.partition("#")[0]
     if href.startswith(("http://", "https://", "HTTP://", "HTTPS://")):
         after = href[href.index("//") + 2 : href.index("//") + 3]
-        return (base[: base.find(":")], href) if after and after not in "/?#" else None
-    if href.startswith("/") and not href.startswith("//"):
-        return (_origin(base), href)
-    return None
+        return (base[: base.find(":")], link) if after and after not in "/?#" else None
+    if href.startswith("/"):
+        return (_origin(base), link) if not href.startswith("//") else None
+    if not link or href[0] == "?" or ":" in link.split("/", 1)[0].split("?", 1)[0]:
+        return None
+    path = base.split("?", 1)[0]
+    return (path[: path.rfind("/") + 1], link)
 
 
 def _origin(url: str) -> str:

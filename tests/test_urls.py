@@ -136,6 +136,19 @@ _hrefs = st.one_of(
             "http:// ",
             " /x ",
             "/x;",
+            # Path-relative links, reused per directory of the base, and what must not be.
+            "?page=2",
+            "#top",
+            "",
+            "x?y#z",
+            "../../a",
+            "./",
+            ".",
+            "..",
+            "x:y",
+            "a/b:c",
+            "g;x?y",
+            "os.html#os.stat",
         ]
     ),
 )
@@ -145,7 +158,7 @@ _bases = st.builds(
     st.sampled_from(["a.test", "b.test", "u:pw@a.test"]),
     st.sampled_from(["", ":8080"]),
     _paths,
-    st.sampled_from(["", ";x", "?q=1"]),
+    st.sampled_from(["", ";x", "?q=1", "?q=a/b", "/"]),
 )
 
 
@@ -172,3 +185,12 @@ def test_link_resolver_reuses_root_relative_links_per_origin() -> None:
     assert resolver.resolve("/docs", "https://a.test/other") == "https://a.test/docs"
     assert resolver.resolve("docs", "https://a.test/x/y") == "https://a.test/x/docs"
     assert resolver.resolve("../a b", "https://a.test/x/y") == "https://a.test/a%20b"
+
+
+def test_link_resolver_reuses_path_relative_links_per_directory() -> None:
+    resolver = LinkResolver()
+    assert resolver.resolve("os.html#x", "https://a.test/lib/io.html") == "https://a.test/lib/os.html"
+    assert resolver.resolve("os.html#x", "https://a.test/lib/re.html?q=a/b") == "https://a.test/lib/os.html"
+    assert resolver.resolve("../faq.html", "https://a.test/lib/sys.html") == "https://a.test/faq.html"
+    assert resolver.resolve("os.html#x", "https://a.test/howto/io.html") == "https://a.test/howto/os.html"
+    assert len(resolver._known) == 3  # one entry per directory and link, whichever page carried it

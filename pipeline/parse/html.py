@@ -11,7 +11,7 @@ import codecs
 import re
 from dataclasses import dataclass
 
-from selectolax.lexbor import LexborHTMLParser, SelectolaxError
+from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
 from pipeline.download.response import Response
 from pipeline.errors import InvalidSelector
@@ -74,8 +74,8 @@ def decode_html(body: bytes, charset: str | None) -> str:
     return body.decode(encoding or "utf-8", errors="replace")
 
 
-def _attr(tree: LexborHTMLParser, selector: str, name: str) -> str | None:
-    node = tree.css_first(selector)
+def _attr(tree: LexborNode | None, selector: str, name: str) -> str | None:
+    node = tree.css_first(selector) if tree is not None else None
     if node is None:
         return None
     value = node.attributes.get(name)
@@ -99,14 +99,20 @@ def parse_html(html: str, *, link_selector: str, next_selector: str | None = Non
     what the CPU stage works on; a crawl without one skips extracting it.
     """
     tree = LexborHTMLParser(html)
-    title_node = tree.css_first("title")
+    # The metadata lives in <head> (the parser moves a stray <title> or <meta> there): searching
+    # it alone instead of the whole document makes these lookups cost next to nothing on a large
+    # page. <html lang> is the root element's attribute.
+    head = tree.head
+    title_node = head.css_first("title") if head is not None else None
     title = title_node.text(strip=True) if title_node is not None else None
     links = _hrefs(tree, link_selector)
     next_links = _hrefs(tree, next_selector) if next_selector else []
-    base_url = _attr(tree, "base[href]", "href")
-    description = _attr(tree, 'meta[name="description" i]', "content")
-    canonical = _attr(tree, 'link[rel="canonical" i]', "href")
-    language = _attr(tree, "html[lang]", "lang")
+    base_url = _attr(head, "base[href]", "href")
+    description = _attr(head, 'meta[name="description" i]', "content")
+    canonical = _attr(head, 'link[rel="canonical" i]', "href")
+    root = tree.root
+    lang = root.attributes.get("lang") if root is not None and root.tag == "html" else None
+    language = lang.strip() if lang and lang.strip() else None
     return ParsedPage(
         title=title or None,
         description=description,
