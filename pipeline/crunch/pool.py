@@ -83,7 +83,9 @@ class CpuPool:
         # forkserver: forking a process that runs an event loop copies the loop's state and
         # threads into the child; the fork server is a clean, single-threaded parent.
         self._context = multiprocessing.get_context("forkserver")
-        self._executor = self._new_executor()
+        # Made on first use: even an idle executor starts multiprocessing's resource tracker (a
+        # process of its own), which a worker whose crawls never crunch should not pay for.
+        self._executor: ProcessPoolExecutor | None = None
         self._open: dict[Callable[..., Any], _Batch] = {}
         self._sent: set[asyncio.Task[None]] = set()
         self.rebuilds = 0
@@ -116,6 +118,8 @@ class CpuPool:
 
     async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
         executor = self._executor
+        if executor is None:
+            executor = self._executor = self._new_executor()
         loop = asyncio.get_running_loop()
         name = getattr(fn, "__name__", fn)
         try:
@@ -198,6 +202,8 @@ class CpuPool:
         _kill(broken)
 
     def pids(self) -> list[int]:
+        if self._executor is None:
+            return []
         return [p.pid for p in (getattr(self._executor, "_processes", None) or {}).values() if p.pid]
 
     def close(self) -> None:
@@ -208,7 +214,8 @@ class CpuPool:
         self._open.clear()
         for task in self._sent:
             task.cancel()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _resolve(future: asyncio.Future[Any], outcome: Outcome) -> None:

@@ -76,6 +76,50 @@ def test_smoke_workload_runs_and_verifies(tmp_path: Path) -> None:
     assert pipeline["crawl_counters"]["stored"] == 200
 
 
+def _static_site(root: Path) -> None:
+    """A small documentation-like folder: relative links, anchors, a folder index, a text file,
+    a link back to the start page, a link off the site and one to a file that is not there."""
+    pages = {
+        "index.html": '<a href="guide.html#intro">Guide</a> <a href="api/">API</a> <a href="#top">Top</a>'
+        ' <a href="http://example.com/">Elsewhere</a> <a href="missing.html">Gone</a>',
+        "guide.html": '<a href="index.html">Home</a> <a href="api/calls.html">Calls</a> <a href="notes.txt">Notes</a>',
+        "api/index.html": '<a href="../guide.html">Guide</a> <a href="calls.html#f">Calls</a>',
+        "api/calls.html": '<a href="../index.html">Home</a> <a href="./">API</a>',
+    }
+    for name, links in pages.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"<html><head><title>{name}</title></head><body><p>{links}</p></body></html>")
+    (root / "notes.txt").write_text("plain text, stored unparsed")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_static_site_crawled_without_a_cpu_stage_verifies(tmp_path: Path) -> None:
+    """`--site-dir` serves a folder and checks the crawl against the folder's own links;
+    `--crunch none` runs the seed's job (no CPU stage) on the floor and on `arq pipeline.WorkerSettings`."""
+    site = tmp_path / "site"
+    _static_site(site)
+    command = [sys.executable, "-m", "bench.run", "--site-dir", str(site), "--start", "/index.html"]
+    command += ["--crunch", "none", "--floor", "bulk", "--launcher", "arq", "--logs", str(tmp_path / "logs")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=170)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(line["subject"], line["crunch"]) for line in lines] == [
+        ("floor-bulk", "none"),
+        ("arq pipeline.WorkerSettings", "none"),
+    ]
+    for line in lines:
+        assert line["workload"] == "site:site" and line["verified"] is True, line
+        # guide, api/, api/calls, notes.txt and the start page (linked back); missing.html fails.
+        assert line["pages"] == line["expected_pages"] == 5
+        assert line["failed"] == line["expected_failed"] == 1
+        assert line["site_duplicates"] == 1  # the start page: walked first, then stored as a page
+    assert lines[1]["processes"] == 1  # no pool processes: the worker alone
+    assert lines[1]["redis_seen_bytes_per_url"] > 0
+
+
 def test_profile_samples_go_to_the_stage_of_their_deepest_named_frame() -> None:
     from bench.profile import LOOP_STAGE, summarise
 
