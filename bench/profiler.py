@@ -7,6 +7,7 @@ subject's tree. Summarise a raw profile with `python -m bench.profile`.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,8 @@ class ProfileRequest:
     options: tuple[str, ...] = ()
 
     def path_for(self, workload: str, subject: str, workers: int) -> Path:
-        return self.path.with_stem(f"{self.path.stem}-{workload}-{subject}-{workers}w")
+        name = re.sub(r"[^A-Za-z0-9.-]+", "-", f"{workload}-{subject}")
+        return self.path.with_stem(f"{self.path.stem}-{name}-{workers}w")
 
 
 class Profiler:
