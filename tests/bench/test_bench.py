@@ -78,7 +78,7 @@ def test_smoke_workload_runs_and_verifies(tmp_path: Path) -> None:
 
 def _static_site(root: Path) -> None:
     """A small documentation-like folder: relative links, anchors, a folder index, a text file,
-    a link back to the start page, a link off the site and one to a file that is not there."""
+    links back to the start page, a link off the site and one to a file that is not there."""
     pages = {
         "index.html": '<a href="guide.html#intro">Guide</a> <a href="api/">API</a> <a href="#top">Top</a>'
         ' <a href="http://example.com/">Elsewhere</a> <a href="missing.html">Gone</a>',
@@ -112,10 +112,11 @@ def test_a_static_site_crawled_without_a_cpu_stage_verifies(tmp_path: Path) -> N
     ]
     for line in lines:
         assert line["workload"] == "site:site" and line["verified"] is True, line
-        # guide, api/, api/calls, notes.txt and the start page (linked back); missing.html fails.
+        # The start page (stored from the fetch that walks it), guide, api/, api/calls and
+        # notes.txt; missing.html fails. Nothing is fetched twice.
         assert line["pages"] == line["expected_pages"] == 5
         assert line["failed"] == line["expected_failed"] == 1
-        assert line["site_duplicates"] == 1  # the start page: walked first, then stored as a page
+        assert line["site_duplicates"] == 0
     assert lines[1]["processes"] == 1  # no pool processes: the worker alone
     assert lines[1]["redis_seen_bytes_per_url"] > 0
 
