@@ -13,9 +13,9 @@ import asyncio
 import logging
 import time
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 from redis.exceptions import RedisError
 
 from pipeline.crawl.options import CrawlOptions
@@ -26,6 +26,7 @@ from pipeline.store.mongo import Document, MongoStore
 log = logging.getLogger("pipeline.backlog")
 
 BACKLOGGED_SET = "pipeline:backlogged"
+DUPLICATE_KEY = 11000  # MongoDB's code for an insert whose _id exists
 REFILL_LOCK_S = 10.0
 SWEEP_INTERVAL_S = 2.0
 
@@ -62,26 +63,30 @@ class Backlog:
         return result
 
     async def park(self, crawl_id: str, items: list[Discovery]) -> None:
+        """Write parked URLs to the backlog; those a re-run of the job parked before stay as they are.
+
+        Inserted, not upserted: one insert of many documents is one commit (and, with journaled
+        writes, one journal flush) where upserts are a statement each.
+        """
         seq = time.time_ns()
-        operations = [
-            UpdateOne(
-                {"_id": job_id(crawl_id, item.kind, item.url)},
-                {
-                    "$setOnInsert": {
-                        "crawl_id": crawl_id,
-                        "url": item.url,
-                        "kind": item.kind,
-                        "depth": item.depth,
-                        "function": item.function,
-                        "extra": item.extra,
-                        "seq": seq + index,
-                    }
-                },
-                upsert=True,
-            )
+        documents = [
+            {
+                "_id": job_id(crawl_id, item.kind, item.url),
+                "crawl_id": crawl_id,
+                "url": item.url,
+                "kind": item.kind,
+                "depth": item.depth,
+                "function": item.function,
+                "extra": item.extra,
+                "seq": seq + index,
+            }
             for index, item in enumerate(items)
         ]
-        await self._collection.bulk_write(operations, ordered=False)
+        try:
+            await self._collection.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                raise
         await self._frontier.redis.sadd(BACKLOGGED_SET, crawl_id)  # type: ignore[misc]
 
     async def refill(self, crawl_id: str, room: int, max_queued: int) -> int:
