@@ -1,4 +1,4 @@
--- The state of one member of a crawl's seen-set ('q', 'w', 'o', 's', 'f', 'c'), or nil.
+-- The state of one member of a crawl's seen-set ('q', 'w', 'o', 's', 'f', 'r', 'c'), or nil.
 --
 -- KEYS[1]  the prefix of the crawl's seen-set buckets (addressed as register.lua explains)
 -- KEYS[2]  its stats hash
