@@ -77,6 +77,10 @@ def mongo_client(settings: Settings) -> AsyncMongoClient[Document]:
     )
 
 
-def read_script(package: str, name: str) -> str:
-    """The text of a Lua script shipped in `package`'s `lua/` folder (read once, at import)."""
-    return (files(package) / "lua" / name).read_text(encoding="utf-8")
+def read_script(package: str, *names: str) -> str:
+    """A Lua script shipped in `package`'s `lua/` folder (read once, at import).
+
+    With several names the files are joined in order: Redis runs each script on its own, so
+    functions that several scripts share live in a file of their own, put before each of them.
+    """
+    return "\n".join((files(package) / "lua" / name).read_text(encoding="utf-8") for name in names)

@@ -77,14 +77,14 @@ _MARK_KIND: dict[bytes, Kind] = {b"L": "list", b"S": "sitemap"}
 # Fields of the stats hash that say how the seen-set's buckets have grown (see register.lua).
 SEEN_LAYOUT = ("seen_level", "seen_split", "seen_refreshed")
 
-_REGISTER = read_script("pipeline.schedule", "register.lua")
-_PROMOTE = read_script("pipeline.schedule", "promote.lua")
-_FINISH = read_script("pipeline.schedule", "finish.lua")
-_SEEN_STATE = read_script("pipeline.schedule", "seen_state.lua")
+_REGISTER = read_script("pipeline.schedule", "seen_buckets.lua", "register.lua")
+_PROMOTE = read_script("pipeline.schedule", "seen_buckets.lua", "promote.lua")
+_FINISH = read_script("pipeline.schedule", "seen_buckets.lua", "finish.lua")
+_SEEN_STATE = read_script("pipeline.schedule", "seen_buckets.lua", "seen_state.lua")
 _ENQUEUE_ONCE = read_script("pipeline.schedule", "enqueue_once.lua")
 _SHIFT = read_script("pipeline.schedule", "shift.lua")
-_CANCEL = read_script("pipeline.schedule", "cancel.lua")
-_REQUEUE = read_script("pipeline.schedule", "requeue.lua")
+_CANCEL = read_script("pipeline.schedule", "seen_buckets.lua", "cancel.lua")
+_REQUEUE = read_script("pipeline.schedule", "seen_buckets.lua", "requeue.lua")
 
 
 @dataclass(frozen=True)

@@ -5,29 +5,22 @@
 -- backlog, which the caller clears) likewise, and a page its list job keeps ('o', given with
 -- that list job's id). A member whose job is running is left to that job,
 -- which settles it as usual (no worker starts a job of a crawl being cancelled, so none is
--- added). Settled members are not touched. So `discovered` keeps adding up:
--- stored + unchanged + failed + cancelled, and lists + lists_done + lists_failed + lists_cancelled.
+-- added). Settled members are not touched. So the counters keep adding up (`PAGE_OUTCOMES` and
+-- `LIST_OUTCOMES` in pipeline/crawl/status.py).
 --
 -- KEYS[1]  the prefix of the crawl's seen-set buckets (addressed as register.lua explains)
 -- KEYS[2]  its stats hash            KEYS[3]  the queue
 -- ARGV[1]  arq's job key prefix      ARGV[2]  in-progress key prefix      ARGV[3]  retry key prefix
 -- ARGV[4..] groups of three: member digest, counter to bump (cancelled or lists_cancelled), job id
 -- Reply: {members cancelled, members left to their running jobs}
+-- (seen_number, seen_bucket and seen_layout come from seen_buckets.lua, loaded before this script.)
 local seen, stats, queue = KEYS[1], KEYS[2], KEYS[3]
 local job_prefix, progress_prefix, retry_prefix = ARGV[1], ARGV[2], ARGV[3]
-local layout = redis.call('HMGET', stats, 'seen_level', 'seen_split')
-local level, split = tonumber(layout[1] or '0'), tonumber(layout[2] or '0')
-local function bucket_of(member)
-  local a, b, c, d = string.byte(member, 1, 4)
-  local h, base = ((a * 256 + b) * 256 + c) * 256 + d, 2 ^ level
-  local n = h % base
-  if n < split then n = h % (2 * base) end
-  return seen .. n
-end
+local level, split = seen_layout(stats)
 local cancelled, running, dequeued, unparked = 0, 0, 0, 0
 for i = 4, #ARGV, 3 do
   local member, counter, job_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local bucket = bucket_of(member)
+  local bucket = seen_bucket(seen, member, level, split)
   local state = redis.call('HGET', bucket, member)
   local cancel = false
   if state == 'q' or state == 'o' then

@@ -19,18 +19,11 @@
 -- ARGV[4]  '1' if the page got a final HTTP response
 -- ARGV[5]  retries it took           ARGV[6]  the job id (with the optional KEYS)
 -- Reply: {settled by this call (0/1), pending, queued, waiting, job taken out of the queue (0/1)}
+-- (seen_number, seen_bucket and seen_layout come from seen_buckets.lua, loaded before this script.)
 local seen, stats = KEYS[1], KEYS[2]
 local member, counter, state, fetched, retries = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local layout = redis.call('HMGET', stats, 'seen_level', 'seen_split')
-local level, split = tonumber(layout[1] or '0'), tonumber(layout[2] or '0')
-local function bucket_of(member)
-  local a, b, c, d = string.byte(member, 1, 4)
-  local h, base = ((a * 256 + b) * 256 + c) * 256 + d, 2 ^ level
-  local n = h % base
-  if n < split then n = h % (2 * base) end
-  return seen .. n
-end
-local bucket = bucket_of(member)
+local level, split = seen_layout(stats)
+local bucket = seen_bucket(seen, member, level, split)
 local changed = 0
 local current = redis.call('HGET', bucket, member)
 if current == 'q' or current == 'o' then

@@ -10,27 +10,20 @@
 -- ARGV[3]  arq's job key prefix      ARGV[4]  max_queued
 -- ARGV[5..] groups of three: member digest, job id, job record
 -- Reply: {members queued, members dealt with (queued, or found queued already)}
+-- (seen_number, seen_bucket and seen_layout come from seen_buckets.lua, loaded before this script.)
 local seen, stats, queue = KEYS[1], KEYS[2], KEYS[3]
 local now, expires, prefix, max_queued = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local control = redis.call('HMGET', stats, 'closed', 'paused', 'queued')
 if control[1] == '1' then return {0, 0} end
 local due = tonumber(now) + tonumber(control[2] or '0')
 local queued = tonumber(control[3] or '0')
-local layout = redis.call('HMGET', stats, 'seen_level', 'seen_split')
-local level, split = tonumber(layout[1] or '0'), tonumber(layout[2] or '0')
-local function bucket_of(member)
-  local a, b, c, d = string.byte(member, 1, 4)
-  local h, base = ((a * 256 + b) * 256 + c) * 256 + d, 2 ^ level
-  local n = h % base
-  if n < split then n = h % (2 * base) end
-  return seen .. n
-end
+local level, split = seen_layout(stats)
 local promoted, examined = 0, 0
 for i = 5, #ARGV, 3 do
   local member, job_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if queued + promoted >= max_queued then break end
   examined = examined + 1
-  local bucket = bucket_of(member)
+  local bucket = seen_bucket(seen, member, level, split)
   if redis.call('HGET', bucket, member) == 'w' then
     redis.call('HSET', bucket, member, 'q')
     redis.call('PSETEX', prefix .. job_id, expires, payload)

@@ -27,6 +27,7 @@
 -- ARGV[7]  links skipped as out of scope      ARGV[8]  max_queued
 -- ARGV[9..] groups of four: member digest, kind ('page', 'list' or 'sitemap'), job id, job record
 -- Reply: {new pages, new list pages, capped, {parked member digests}}
+-- (seen_number, seen_bucket and seen_layout come from seen_buckets.lua, loaded before this script.)
 local FILL = 40
 local seen, stats, queue = KEYS[1], KEYS[2], KEYS[3]
 local now, expires, max_pages, ttl, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -41,21 +42,11 @@ local queued = tonumber(control[4] or '0')
 local lists = tonumber(control[5] or '0')
 local level, split = tonumber(control[6] or '0'), tonumber(control[7] or '0')
 local refreshed = tonumber(control[8] or '0')
-local function digest_number(member)
-  local a, b, c, d = string.byte(member, 1, 4)
-  return ((a * 256 + b) * 256 + c) * 256 + d
-end
-local function bucket_of(member)
-  local h, base = digest_number(member), 2 ^ level
-  local n = h % base
-  if n < split then n = h % (2 * base) end
-  return seen .. n
-end
 local new_pages, new_lists, capped, new_queued, new_waiting = 0, 0, 0, 0, 0
 local parked, touched = {}, {}
 for i = 9, #ARGV, 4 do
   local member, kind, job_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local bucket = bucket_of(member)
+  local bucket = seen_bucket(seen, member, level, split)
   local state = redis.call('HGET', bucket, member)
   if state == 'w' then
     table.insert(parked, member)
@@ -105,7 +96,7 @@ while members > FILL * buckets do
   local fields = redis.call('HGETALL', from)
   local moved = false
   for i = 1, #fields, 2 do
-    if digest_number(fields[i]) % (2 * base) ~= split then
+    if seen_number(fields[i]) % (2 * base) ~= split then
       redis.call('HSET', to, fields[i], fields[i + 1])
       redis.call('HDEL', from, fields[i])
       moved = true

@@ -12,21 +12,14 @@
 -- ARGV[6..] groups of five: member digest, counter to take back (failed or lists_failed),
 --           '1' if it counted as fetched, job id, job record
 -- Reply: how many URLs were queued again (kept pages included)
+-- (seen_number, seen_bucket and seen_layout come from seen_buckets.lua, loaded before this script.)
 local seen, stats, queue = KEYS[1], KEYS[2], KEYS[3]
 local now, expires, job_prefix, retry_prefix, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local layout = redis.call('HMGET', stats, 'seen_level', 'seen_split')
-local level, split = tonumber(layout[1] or '0'), tonumber(layout[2] or '0')
-local function bucket_of(member)
-  local a, b, c, d = string.byte(member, 1, 4)
-  local h, base = ((a * 256 + b) * 256 + c) * 256 + d, 2 ^ level
-  local n = h % base
-  if n < split then n = h % (2 * base) end
-  return seen .. n
-end
+local level, split = seen_layout(stats)
 local queued, kept = 0, 0
 for i = 6, #ARGV, 5 do
   local member, counter, fetched, job_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local bucket = bucket_of(member)
+  local bucket = seen_bucket(seen, member, level, split)
   if redis.call('HGET', bucket, member) == 'f' then
     redis.call('EXPIRE', bucket, ttl)
     redis.call('HINCRBY', stats, counter, -1)
