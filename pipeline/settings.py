@@ -8,6 +8,7 @@ bad value stops the program at start, naming the key, instead of failing a job h
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -17,7 +18,15 @@ from typing import Any
 
 from pipeline.crawl.cron import check_cron
 from pipeline.crunch.registry import FINGERPRINT, NO_CRUNCH, check_cpu_function, check_crunch
+from pipeline.download.http_options import (
+    check_auth,
+    check_cookie,
+    check_header,
+    check_proxy,
+    check_user_agent,
+)
 from pipeline.errors import ConfigError, InvalidURL
+from pipeline.parse.fields import check_field
 from pipeline.parse.html import check_selector
 from pipeline.schedule.scope import SCOPES, check_pattern
 from pipeline.urls import normalise_url
@@ -58,6 +67,19 @@ def _setting(
             "flag": flag,
             "split": split,
         },
+    )
+
+
+def _table(*, check: Callable[[tuple[str, str]], object], help: str, metavar: str, flag: str) -> Any:
+    """A declared setting whose value is a table of names to strings (`fields`, `headers`).
+
+    Given as a TOML table (`[crawl.fields]`), a dict (the API), `NAME=VALUE` items (a repeated
+    flag) or a JSON object (an environment variable). `check` is called with each
+    `(name, value)` pair. A table given replaces the default one whole.
+    """
+    return field(
+        default_factory=dict,
+        metadata={"table": True, "check": check, "help": help, "metavar": metavar, "flag": flag},
     )
 
 
@@ -213,6 +235,32 @@ class CrawlSettings:
         help="CPU stage of each page: fingerprint (simhash, top words), none (store the page only), "
         "or package.module:function (yours, listed in cpu.functions), called with the page's text in the pool",
     )
+    fields: Mapping[str, str] = _table(
+        check=check_field,
+        flag="field",
+        metavar="NAME=CSS",
+        help="a field to extract from each HTML page into the document's `fields`: CSS for the first match's "
+        "text, CSS@attr for an attribute, a [] suffix for every match as a list (repeatable)",
+    )
+    headers: Mapping[str, str] = _table(
+        check=check_header, flag="header", metavar="NAME=VALUE", help="a header sent with every request (repeatable)"
+    )
+    cookies: Mapping[str, str] = _table(
+        check=check_cookie, flag="cookie", metavar="NAME=VALUE", help="a cookie sent with every request (repeatable)"
+    )
+    auth: str = _setting(
+        "", check=check_auth, metavar="USER:PASSWORD", help="HTTP basic auth sent to the crawled site; never shown"
+    )
+    user_agent: str = _setting(
+        "", check=check_user_agent, metavar="TEXT", help="the User-Agent of this crawl (empty: fetch.user_agent)"
+    )
+    proxies: tuple[str, ...] = _setting(
+        (),
+        check=check_proxy,
+        flag="proxy",
+        metavar="URL",
+        help="an http:// or https:// proxy; several are used in turn, one per request (repeatable)",
+    )
 
 
 @dataclass(frozen=True)
@@ -301,7 +349,9 @@ def coerce(key: str, raw: Any, spec: dataclasses.Field[Any], source: str = "") -
     kind: type[Any] = type(spec.default)
     where = f" (from {source})" if source else ""
     value: Any
-    if kind is bool:
+    if spec.metadata.get("table"):
+        value = _table_value(key, raw, where)
+    elif kind is bool:
         if isinstance(raw, bool):
             value = raw
         elif isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
@@ -345,12 +395,39 @@ def coerce(key: str, raw: Any, spec: dataclasses.Field[Any], source: str = "") -
         raise ConfigError(f"{key}: must be one of {', '.join(choices)}; got {raw!r}{where}")
     check = spec.metadata.get("check")
     if check is not None:
+        checked: Any = value.items() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,)
         try:
-            for item in value if isinstance(value, tuple) else (value,):
+            for item in checked:
                 check(item)
         except ValueError as exc:
             raise ConfigError(f"{key}: {exc}{where}") from None
     return value
+
+
+def _table_value(key: str, raw: Any, where: str) -> dict[str, str]:
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("{"):
+            try:
+                raw = json.loads(text)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a JSON object of names to strings, got {raw!r}{where}") from None
+        else:
+            raw = [text] if text else []
+    if isinstance(raw, (list, tuple)):
+        pairs: dict[str, str] = {}
+        for item in raw:
+            if isinstance(item, (list, tuple)) and len(item) == 2:
+                name, value = item
+            elif isinstance(item, str) and "=" in item:
+                name, _, value = item.partition("=")
+            else:
+                raise ConfigError(f"{key}: expected NAME=VALUE, got {item!r}{where}")
+            pairs[str(name).strip()] = value.strip() if isinstance(value, str) else value
+        raw = pairs
+    if not isinstance(raw, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ConfigError(f"{key}: expected a table of names to strings, got {raw!r}{where}")
+    return dict(raw)
 
 
 CRAWL_OPTIONS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(CrawlSettings)}

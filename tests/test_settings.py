@@ -117,3 +117,51 @@ def test_schedules_take_scope_rules_and_sitemaps(tmp_path: Path) -> None:
     crawl = load_settings(environ=env).crawl
     assert crawl.allow == (r"/p\d{1,3}/",)  # one pattern, commas and all
     assert crawl.sitemaps == ("https://a.test/s.xml", "https://b.test/s.xml")
+
+
+def test_table_options_from_file_environment_and_keywords(tmp_path: Path) -> None:
+    from pipeline.crawl.options import CrawlOptions
+
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[crawl]\nuser_agent = "acme-bot/2"\n[crawl.fields]\ntitle = "h1"\ntags = ".tags a[]"\n'
+        '[crawl.headers]\nAccept-Language = "fr"\n'
+        '[[schedule]]\nname = "news"\ncron = "@daily"\nstart_url = "http://example.com/"\n'
+        '[schedule.fields]\nheadline = "h2"\n'
+    )
+    settings = load_settings(config, environ={"PIPELINE_CRAWL_COOKIES": '{"session": "s1"}'})
+    assert settings.crawl.fields == {"title": "h1", "tags": ".tags a[]"}
+    assert settings.crawl.headers == {"Accept-Language": "fr"}
+    assert settings.crawl.cookies == {"session": "s1"}
+    assert settings.schedules[0].options["fields"] == {"headline": "h2"}
+    # A table given replaces the default one whole; flags arrive as NAME=VALUE items.
+    options = CrawlOptions.build("http://example.com/", settings, fields=["price=.price@content"])
+    assert options.fields == {"price": ".price@content"}
+    assert options.headers == {"Accept-Language": "fr"} and options.user_agent == "acme-bot/2"
+    # What a crawl record stores (JSON in Redis, BSON in MongoDB) comes back the same.
+    import json
+
+    assert CrawlOptions.from_dict(json.loads(json.dumps(options.to_dict()))) == options
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"fields": ["title=h1["]}, "fields: field title: invalid CSS selector"),
+        ({"fields": ["title"]}, "fields: expected NAME=VALUE"),
+        ({"fields": {"a.b": "h1"}}, "fields: field name"),
+        ({"headers": ["X-Token=a\r\nInjected: 1"]}, "headers: header X-Token: the value holds a line break"),
+        ({"headers": ["Bad Name=1"]}, "headers: header name 'Bad Name'"),
+        ({"headers": ["Accept-Encoding=br"]}, "set by the fetcher"),
+        ({"headers": ["User-Agent=x"]}, "user_agent option"),
+        ({"cookies": ["a=b;c=d"]}, "cookies: cookie a"),
+        ({"auth": "only-a-user"}, "auth: expected USER:PASSWORD"),
+        ({"proxies": ["socks5://127.0.0.1:1080"]}, "proxies: .*http:// or https://"),
+        ({"proxies": ["http://u:secret@proxy:3128/p"]}, r"proxies: http://u:\*\*\*@proxy:3128/p: a proxy URL has no"),
+    ],
+)
+def test_bad_http_options_and_fields_are_refused_by_name(given: dict[str, object], message: str) -> None:
+    from pipeline.crawl.options import CrawlOptions
+
+    with pytest.raises(ConfigError, match=message):
+        CrawlOptions.build("http://example.com/", Settings(), **given)

@@ -1,7 +1,7 @@
 """The flags of `pipeline crawl`, one per crawl option, made from their one declaration.
 
 Each option of `CrawlSettings` becomes `--name-with-dashes`, or the flag it declares (a list
-option is repeated, a yes/no option has a `--no-` form) with the declared help. Values stay as
+option or a table's `NAME=VALUE` is repeated, a yes/no option has a `--no-` form) with the declared help. Values stay as
 typed: `CrawlOptions.build` checks them exactly as it checks the API's keywords and
 `[[schedule]]` keys.
 """
@@ -24,9 +24,12 @@ def flag(name: str) -> str:
 def add_crawl_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("crawl options (defaults from [crawl] in the configuration)")
     for name, spec in CRAWL_OPTIONS.items():
-        declared: Any = spec.default
+        table = bool(spec.metadata.get("table"))
+        declared: Any = spec.default_factory() if table else spec.default  # type: ignore[operator]
         kind = type(declared)
-        if kind is tuple:
+        if table:
+            default = ", ".join(f"{k}={v}" for k, v in declared.items()) or "none"
+        elif kind is tuple:
             default = ", ".join(declared) or "none"
         elif kind is bool:
             default = "yes" if declared else "no"
@@ -38,7 +41,7 @@ def add_crawl_options(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
-        elif kind is tuple:
+        elif kind is tuple or table:
             group.add_argument(flag(name), dest=name, action="append", default=None, metavar=metavar, help=help_text)
         elif spec.metadata.get("choices"):
             group.add_argument(flag(name), dest=name, choices=spec.metadata["choices"], default=None, help=help_text)
