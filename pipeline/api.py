@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -28,6 +28,8 @@ from pipeline.crawl.options import CrawlOptions
 from pipeline.crawl.periodic import schedule_overview
 from pipeline.crawl.status import CrawlStatus
 from pipeline.errors import ConfigError, CrawlNotFound
+from pipeline.export.destinations import Output
+from pipeline.export.exporter import Progress, export_crawl
 from pipeline.schedule.backlog import Backlog
 from pipeline.schedule.frontier import Frontier
 from pipeline.settings import Settings, load_settings
@@ -194,6 +196,46 @@ class Pipeline:
     async def failures(self, crawl_id: str, limit: int = 0) -> list[Document]:
         store, _ = self._parts()
         return await store.failures.find({"crawl_id": crawl_id}, {"_id": 0}).limit(limit).to_list()
+
+    async def export(
+        self,
+        crawl_id: str,
+        out: Output,
+        *,
+        format: str = "jsonl",
+        fields: Sequence[str] | str | None = None,
+        with_body: bool = False,
+        on_progress: Progress | None = None,
+    ) -> int:
+        """Write the pages the crawl stored to `out` and return how many rows were written.
+
+        `out` is a path, `"s3://bucket/key"` (with `[s3]`'s endpoint and credentials) or a binary
+        stream; `format` is `jsonl`, `csv` or `parquet` (with the `parquet` extra); `fields` picks
+        columns (`["url", "fields.title"]` or `"url,fields.title"`); `with_body` adds each page's
+        body. A path or S3 object appears only once the export is complete. Raises
+        `CrawlNotFound`, `InvalidExport` (format, fields) before writing anything, and
+        `ExportFailed` if writing (or reading a body) fails.
+        """
+        store, _ = self._parts()
+        if isinstance(fields, str):
+            fields = fields.split(",")
+        return await export_crawl(
+            store,
+            self.settings,
+            crawl_id,
+            out,
+            format=format,
+            fields=fields,
+            with_body=with_body,
+            on_progress=on_progress,
+        )
+
+    async def history(self, url: str) -> list[Document]:
+        """The versions of the page at `url`, newest first: the stored one (`current` true), then
+        those that later crawls with other content replaced (url, sha256, blob_key, fetched_at,
+        crawl_id). Raises `PageNotFound` if no crawl stored it."""
+        store, _ = self._parts()
+        return await store.history.timeline(url)
 
 
 async def enqueue_crawl(start_url: str, settings: Settings | None = None, **options: Any) -> str:

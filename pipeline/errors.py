@@ -39,6 +39,15 @@ class InvalidTransition(PipelineError, ValueError):
     crawl, resuming a running one, retrying one that has no failures..."""
 
 
+class PageNotFound(PipelineError, LookupError):
+    """No crawl has stored a page at that URL."""
+
+
+class InvalidExport(PipelineError, ValueError):
+    """An export that cannot be made as asked: an unknown format or column, Parquet to a stream,
+    Parquet without pyarrow installed."""
+
+
 class InvalidPayload(PipelineError, TypeError):
     """A job's arguments do not fit its function: the job fails, the worker carries on."""
 
@@ -136,6 +145,11 @@ class CpuFunctionError(PipelineError):
 
 class BlobStoreError(PipelineError):
     """S3 refused or failed a write; transient as far as the job is concerned (it is retried)."""
+
+
+class ExportFailed(PipelineError):
+    """An export could not be written or a body could not be read; nothing was left at the
+    destination that could pass for a whole export."""
 
 
 class ServiceError(PipelineError, RuntimeError):

@@ -7,7 +7,6 @@ and bucket names, so tests never see each other's data.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from pipeline.embedded.processes import ServiceProcess, start_mongo, start_redis
 from pipeline.settings import Settings
+from tests.helpers import service_settings
 from tests.servers.s3 import start_s3
 
 # moto accepts any credentials; botocore insists there are some.
@@ -54,25 +54,7 @@ def settings(
     redis_server: ServiceProcess, mongo_server: ServiceProcess, s3_server: ServiceProcess, tmp_path: Path
 ) -> Settings:
     """Settings for one test: shared servers, private queue, database and bucket."""
-    tag = uuid.uuid4().hex[:10]
-    return Settings().replace(
-        redis={"url": redis_server.url, "queue": f"test:{tag}:queue"},
-        mongo={"url": mongo_server.url, "db": f"test_{tag}"},
-        s3={"bucket": f"test-{tag}", "endpoint_url": s3_server.url},
-        storage={"data_dir": str(tmp_path / "data"), "batch_delay_ms": 2.0},
-        # Metrics off unless a test asks: in-process workers would otherwise all serve them.
-        worker={"max_jobs": 50, "poll_delay": 0.01, "job_timeout": 20.0, "max_tries": 3, "metrics_port": 0},
-        fetch={
-            "allow_private_networks": True,
-            "retry_base_delay": 0.05,
-            "retry_max_delay": 0.5,
-            "read_timeout": 3.0,
-            "connect_timeout": 2.0,
-            "concurrency": 50,
-            "per_host": 20,
-        },
-        cpu={"processes": 1, "timeout": 10.0},
-    )
+    return service_settings(redis_server, mongo_server, s3_server, tmp_path / "data")
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,37 @@ from pymongo import AsyncMongoClient
 
 from pipeline.api import Pipeline
 from pipeline.crawl.status import CrawlStatus
+from pipeline.embedded.processes import ServiceProcess
 from pipeline.settings import Settings
 from pipeline.worker.arq_worker import PipelineWorker
 from pipeline.worker.settings import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def service_settings(
+    redis_server: ServiceProcess, mongo_server: ServiceProcess, s3_server: ServiceProcess, data_dir: Path
+) -> Settings:
+    """Settings on the shared servers with a private queue, database and bucket."""
+    tag = uuid.uuid4().hex[:10]
+    return Settings().replace(
+        redis={"url": redis_server.url, "queue": f"test:{tag}:queue"},
+        mongo={"url": mongo_server.url, "db": f"test_{tag}"},
+        s3={"bucket": f"test-{tag}", "endpoint_url": s3_server.url},
+        storage={"data_dir": str(data_dir), "batch_delay_ms": 2.0},
+        # Metrics off unless a test asks: in-process workers would otherwise all serve them.
+        worker={"max_jobs": 50, "poll_delay": 0.01, "job_timeout": 20.0, "max_tries": 3, "metrics_port": 0},
+        fetch={
+            "allow_private_networks": True,
+            "retry_base_delay": 0.05,
+            "retry_max_delay": 0.5,
+            "read_timeout": 3.0,
+            "connect_timeout": 2.0,
+            "concurrency": 50,
+            "per_host": 20,
+        },
+        cpu={"processes": 1, "timeout": 10.0},
+    )
 
 
 async def run_burst_worker(settings: Settings, timeout: float = 120) -> None:

@@ -1,4 +1,5 @@
-"""How the commands show a crawl: a progress bar on a terminal, a report, or one JSON object."""
+"""How the commands show a crawl: a progress bar on a terminal, a report, or one JSON object; and
+the same bar for a count of rows (an export)."""
 
 from __future__ import annotations
 
@@ -47,10 +48,41 @@ class Progress:
         if not self._enabled:
             return
         settled = status.settled
-        total = max(status.discovered, 1)
-        filled = int(self._width * min(settled / total, 1.0))
         rate = settled / max(time.monotonic() - self._started, 1e-6)
-        bar = "#" * filled + "." * (self._width - filled)
+        bar = _bar(settled, status.discovered, self._width)
         line = f"\r[{bar}] {settled}/{status.discovered} settled, {status.failed} failed, {rate:.0f} pages/s"
         self._stream.write(line + ("\n" if status.finished else ""))
         self._stream.flush()
+
+
+class CountProgress:
+    """The same bar for `done` of `total` things (`noun`), redrawn a few times a second at most;
+    silent when the stream is not a terminal. The bar ends (a newline) when `done` reaches `total`."""
+
+    def __init__(self, stream: TextIO, noun: str, width: int = 30, interval: float = 0.1) -> None:
+        self._stream = stream
+        self._noun = noun
+        self._width = width
+        self._interval = interval
+        self._enabled = stream.isatty()
+        self._started = self._drawn = time.monotonic()
+        self._ended = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self._enabled or self._ended:
+            return
+        now = time.monotonic()
+        final = done >= total
+        if not final and now - self._drawn < self._interval:
+            return
+        self._drawn = now
+        self._ended = final
+        rate = done / max(now - self._started, 1e-6)
+        line = f"\r[{_bar(done, total, self._width)}] {done}/{total} {self._noun}, {rate:.0f} {self._noun}/s"
+        self._stream.write(line + ("\n" if final else ""))
+        self._stream.flush()
+
+
+def _bar(done: int, total: int, width: int) -> str:
+    filled = int(width * min(done / max(total, 1), 1.0))
+    return "#" * filled + "." * (width - filled)

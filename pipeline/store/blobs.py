@@ -6,19 +6,22 @@ is stored once and no URL or page content can steer a key outside the configured
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
-from urllib.request import getproxies_environment, proxy_bypass
+from urllib.request import getproxies_environment, proxy_bypass, url2pathname
 
 import aiohttp
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from pipeline.errors import BlobStoreError
+from pipeline.settings import S3Settings
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PROBE_KEY = "pipeline-probe"
@@ -73,6 +76,43 @@ class FileBlobStore:
         if self.root not in path.parents:
             raise ValueError(f"blob key outside the store: {key!r}")
         return path.read_bytes()
+
+
+@contextlib.asynccontextmanager
+async def s3_client(s3: S3Settings) -> AsyncIterator[tuple[Any, Any]]:
+    """An aioboto3 S3 client for `[s3]` (endpoint, region, pool size), with the credentials its
+    session found (None if there are none)."""
+    import aioboto3
+    from aiobotocore.config import AioConfig
+
+    config = AioConfig(
+        max_pool_connections=s3.max_pool_connections,
+        # Checksums on every put cost CPU for nothing on a content-addressed store.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    session = aioboto3.Session()
+    async with session.client(
+        "s3", endpoint_url=s3.endpoint_url or None, region_name=s3.region, config=config
+    ) as client:
+        yield client, await session.get_credentials()
+
+
+def read_only_store(location: str, s3: Any) -> BlobStore:
+    """The store a page document's `blob_store` names, for reading its bodies back.
+
+    `file://` locations are `FileBlobStore` roots; `s3://bucket/prefix/` ones are read through
+    the S3 client `s3` (which may be None when no document needs it).
+    """
+    parts = urlsplit(location)
+    if parts.scheme == "file":
+        return FileBlobStore(Path(url2pathname(parts.path)))
+    if parts.scheme == "s3" and parts.netloc and s3 is not None:
+        return S3BlobStore(s3, parts.netloc, parts.path)
+    raise BlobStoreError(f"cannot read bodies from {location!r}")
 
 
 def environment_proxy(url: str) -> str | None:

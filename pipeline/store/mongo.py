@@ -1,7 +1,8 @@
 """Page metadata, failures and crawl records in MongoDB.
 
-Page documents go through the group commit (`pipeline.store.group_commit`); failures and crawl
-records are rare enough to be written one by one.
+Page documents go through the group commit (`pipeline.store.group_commit`), which keeps the
+versions they replace (`pipeline.store.history`); failures and crawl records are rare enough to
+be written one by one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from pipeline.store.group_commit import BatchWriter, Document
+from pipeline.store.history import PageHistory
 
 __all__ = ["Document", "MongoStore", "utcnow"]
 
@@ -23,7 +25,7 @@ def utcnow() -> dt.datetime:
 
 
 class MongoStore:
-    """Collections `pages`, `failures` and `crawls` of the configured database."""
+    """Collections `pages` (with `page_versions`), `failures` and `crawls` of the configured database."""
 
     def __init__(self, client: AsyncMongoClient[Document], db_name: str, batch_size: int, batch_delay: float) -> None:
         self.client = client
@@ -31,19 +33,24 @@ class MongoStore:
         self.pages = self.db["pages"]
         self.failures = self.db["failures"]
         self.crawls = self.db["crawls"]
+        self.history = PageHistory(self.db)
         self._batch_size, self._batch_delay = batch_size, batch_delay
-        self._writers: dict[str, BatchWriter] = {"pages": BatchWriter(self.pages, batch_size, batch_delay)}
+        self._writers: dict[str, BatchWriter] = {
+            "pages": BatchWriter(self.pages, batch_size, batch_delay, before_write=self.history.keep_replaced)
+        }
 
     async def ensure_indexes(self) -> None:
         await self.pages.create_index([("url", ASCENDING)], unique=True)
         await self.pages.create_index([("crawl_id", ASCENDING)])
+        await self.history.ensure_indexes()
         await self.failures.create_index([("crawl_id", ASCENDING), ("url", ASCENDING)], unique=True)
         # The API collector's results (`jobs/collect.py`): upserted by URL, read per crawl.
         await self.db["objects"].create_index([("url", ASCENDING)], unique=True)
         await self.db["objects"].create_index([("crawl_id", ASCENDING)])
 
     async def save_page(self, page: Document) -> None:
-        """Upsert the page's document by URL (batched with other jobs' writes)."""
+        """Upsert the page's document by URL (batched with other jobs' writes); the version it
+        replaces, if its content changed, goes to `page_versions`."""
         await self.save_document("pages", {"url": page["url"]}, page)
 
     async def save_document(self, collection: str, key: Mapping[str, Any], document: Document) -> None:

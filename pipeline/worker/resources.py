@@ -31,7 +31,7 @@ from pipeline.schedule.discover import crawl_scope
 from pipeline.schedule.frontier import Frontier
 from pipeline.schedule.scope import PublicSuffixes, Scope
 from pipeline.settings import Settings
-from pipeline.store.blobs import BlobStore, FileBlobStore, S3BlobStore
+from pipeline.store.blobs import BlobStore, FileBlobStore, S3BlobStore, s3_client
 from pipeline.store.mongo import MongoStore
 from pipeline.urls import LinkResolver
 from pipeline.worker.remote_cpu import RemoteCpu
@@ -148,29 +148,9 @@ async def open_blob_store(settings: Settings, stack: AsyncExitStack) -> BlobStor
     """S3 when a bucket is configured, else a folder under the data directory."""
     if not settings.s3.bucket:
         return FileBlobStore(settings.data_dir / "blobs", settings.s3.prefix)
-    import aioboto3
-    from aiobotocore.config import AioConfig
-
-    config = AioConfig(
-        max_pool_connections=settings.s3.max_pool_connections,
-        # Checksums on every put cost CPU for nothing on a content-addressed store.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        retries={"max_attempts": 3, "mode": "standard"},
-        connect_timeout=10,
-        read_timeout=60,
-    )
-    session = aioboto3.Session()
-    client: Any = await stack.enter_async_context(
-        session.client(
-            "s3",
-            endpoint_url=settings.s3.endpoint_url or None,
-            region_name=settings.s3.region,
-            config=config,
-        )
-    )
+    client, credentials = await stack.enter_async_context(s3_client(settings.s3))
     store = S3BlobStore(client, settings.s3.bucket, settings.s3.prefix)
-    await store.open(await session.get_credentials(), max_connections=settings.s3.max_pool_connections)
+    await store.open(credentials, max_connections=settings.s3.max_pool_connections)
     stack.push_async_callback(store.close)
     return store
 

@@ -1,0 +1,101 @@
+"""`export_crawl`: a crawl's stored pages, streamed from MongoDB to a file, a stream or S3.
+
+A crawl's stored pages are the `pages` documents whose `crawl_id` is the crawl's: `pages` holds
+one document per URL, the one its latest crawl stored (or confirmed unchanged with a 304). A page
+that a later crawl stored again belongs to that crawl's export from then on; what it was before
+is in its history (`pipeline.store.history`). So an export of the latest crawl of a site has one
+row per page it stored, and an older crawl's export shrinks as later crawls re-store its pages.
+
+Memory stays flat whatever the crawl's size: documents come through a cursor a batch at a time,
+rows leave as bytes every `CHUNK_BYTES`, bodies are read a bounded number at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from typing import Any
+
+from pipeline.errors import CrawlNotFound, InvalidExport
+from pipeline.export.bodies import BodyReader, with_bodies
+from pipeline.export.columns import Selection, crawl_columns, select
+from pipeline.export.destinations import Output, open_destination
+from pipeline.export.formats import CONTENT_TYPES, row_writer
+from pipeline.settings import Settings
+from pipeline.store.mongo import Document, MongoStore
+
+CURSOR_BATCH = 500
+CHUNK_BYTES = 1024 * 1024
+#: Progress is reported every this many rows (and at the end).
+PROGRESS_EVERY = 200
+
+Progress = Callable[[int, int], None]
+
+
+async def export_selection(
+    store: MongoStore, crawl_id: str, fields: Sequence[str] | None, with_body: bool
+) -> Selection:
+    """The columns an export of `crawl_id` writes; `CrawlNotFound` or `InvalidExport` before anything is written."""
+    record = await store.get_crawl(crawl_id)
+    if record is None:
+        raise CrawlNotFound(f"no crawl with id {crawl_id!r}")
+    options: Mapping[str, Any] = record.get("options") or {}
+    if options.get("pipeline", "web") != "web":
+        raise InvalidExport(
+            f"crawl {crawl_id} collected API objects (pipeline={options.get('pipeline')}), not pages: "
+            "there are no pages to export"
+        )
+    columns = crawl_columns(str(options.get("crunch", "")), dict(options.get("fields") or {}))
+    return select(columns, fields, with_body)
+
+
+async def export_crawl(
+    store: MongoStore,
+    settings: Settings,
+    crawl_id: str,
+    out: Output,
+    *,
+    format: str = "jsonl",
+    fields: Sequence[str] | None = None,
+    with_body: bool = False,
+    on_progress: Progress | None = None,
+) -> int:
+    """Write the crawl's stored pages to `out` (a path, `s3://bucket/key` or a binary stream)
+    as `format`; returns the number of rows. `on_progress(rows, total)` is called as it goes."""
+    selection = await export_selection(store, crawl_id, fields, with_body)
+    writer = row_writer(format, selection)
+    query = {"crawl_id": crawl_id}
+    total = await store.pages.count_documents(query) if on_progress is not None else 0
+    rows = 0
+    try:
+        async with (
+            open_destination(out, CONTENT_TYPES[format], settings.s3) as destination,
+            BodyReader(settings.s3) as reader,
+        ):
+            cursor = store.pages.find(query, selection.projection, batch_size=CURSOR_BATCH)
+            documents = _documents(cursor)
+            if selection.with_body:
+                documents = with_bodies(documents, reader)
+            async with contextlib.aclosing(documents):
+                async for document in documents:
+                    writer.write(document)
+                    rows += 1
+                    if writer.pending() >= CHUNK_BYTES:
+                        await destination.write(writer.take())
+                    if on_progress is not None and rows % PROGRESS_EVERY == 0:
+                        on_progress(rows, max(total, rows))
+            writer.close()
+            await destination.write(writer.take())
+    finally:
+        writer.discard()
+    if on_progress is not None:
+        on_progress(rows, rows)
+    return rows
+
+
+async def _documents(cursor: Any) -> AsyncGenerator[Document, None]:
+    try:
+        async for document in cursor:
+            yield document
+    finally:
+        await cursor.close()
