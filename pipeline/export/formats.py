@@ -3,7 +3,10 @@
 A writer never holds more than what it has not handed out yet: the exporter takes its bytes
 (`take`) every megabyte or so and sends them on. Parquet holds one row group's columns until the
 group is full, so its memory is bounded by `ROW_GROUP_ROWS` and `ROW_GROUP_BYTES`, not by the
-crawl's size. pyarrow is an optional extra (`parquet`), imported only for a Parquet export.
+crawl's size; a group costs a few times its text while it is encoded (the Python values, Arrow's
+copy, the encoded pages), so groups are kept smaller than analytics engines would pick for
+themselves. (What grows with the crawl is the footer's metadata, a few kilobytes per group.)
+pyarrow is an optional extra (`parquet`), imported only for a Parquet export.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from pipeline.errors import ExportFailed, InvalidExport
-from pipeline.export.columns import BOOL, FLOAT, INT, TIME, Selection, as_json, flat_value, nested_row, value_at
+from pipeline.export.columns import BODY, BOOL, FLOAT, INT, TIME, Selection, as_json, flat_value, nested_row, value_at
 
 FORMATS = ("jsonl", "csv", "parquet")
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
-ROW_GROUP_ROWS = 5_000
-ROW_GROUP_BYTES = 32 * 1024 * 1024
+ROW_GROUP_ROWS = 2_000
+ROW_GROUP_BYTES = 8 * 1024 * 1024
 PARQUET_EXTRA = "parquet"
 
 
@@ -176,7 +179,9 @@ class ParquetWriter:
         self._bytes = 0
         self._drain = _Drain()
         self._file = pa.PythonFile(self._drain, mode="w")
-        self._writer = parquet.ParquetWriter(self._file, self._schema)
+        # Bodies are all different: a dictionary of them would cost memory and save nothing.
+        dictionary = [c.name for c in self._columns if c.name != BODY]
+        self._writer = parquet.ParquetWriter(self._file, self._schema, use_dictionary=dictionary)
         self._closed = False
 
     def write(self, document: Mapping[str, Any]) -> None:

@@ -145,3 +145,22 @@ def test_profile_samples_go_to_the_stage_of_their_deepest_named_frame() -> None:
         LOOP_STAGE: 4,
         "fingerprint (pool process)": 5,
     }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_export_memory_measures_every_export() -> None:
+    """`python -m bench.export_memory` stores pages, exports them per format and checks each
+    export has a row per page (it exits non-zero otherwise)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.export_memory", "--pages", "20,40", "--formats", "jsonl,parquet",
+         "--bodies", "yes", "--page-bytes", "2000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=170, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(line["pages"], line["format"]) for line in lines] == [
+        (20, "jsonl"), (20, "parquet"), (40, "jsonl"), (40, "parquet")
+    ]  # fmt: skip
+    assert all(line["rows"] == line["pages"] and line["peak_rss_mb"] > 0 for line in lines)
+    assert "RSS growth MB" in result.stderr
