@@ -37,14 +37,14 @@ def kept_headers(
     size = 0
     for raw_name, value in items:
         name = raw_name.lower()
-        if name.startswith("$") or "." in name:
-            if name not in dropped:
-                dropped.append(name)
-            continue
-        cost = len(value.encode("utf-8", "surrogateescape"))
+        cost = _size(value)
         known = headers.get(name)
         if known is None:
-            cost += len(name.encode("utf-8", "surrogateescape"))
+            if name.startswith("$") or "." in name:
+                if name not in dropped:
+                    dropped.append(name)
+                continue
+            cost += _size(name)
         if size + cost > limit:
             if name not in dropped:
                 dropped.append(name)
@@ -57,6 +57,11 @@ def kept_headers(
         else:
             headers[name] = [known, value]
     return headers, tuple(dropped)
+
+
+def _size(text: str) -> int:
+    # Header text is nearly always ASCII, whose length is its size: no copy to measure it.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
 
 
 @dataclass(frozen=True)
