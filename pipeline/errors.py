@@ -138,5 +138,9 @@ class BlobStoreError(PipelineError):
     """S3 refused or failed a write; transient as far as the job is concerned (it is retried)."""
 
 
+class BlobNotFound(PipelineError, LookupError):
+    """No body is stored under the key: deleted, or written to another store. Not transient."""
+
+
 class ServiceError(PipelineError, RuntimeError):
     """A local service could not be found, started, reused or stopped."""

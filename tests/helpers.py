@@ -191,3 +191,12 @@ async def stored_count(settings: Settings, crawl_id: str) -> int:
         return await client[settings.mongo.db].pages.count_documents({"crawl_id": crawl_id})
     finally:
         await client.close()
+
+
+async def stored_pages(settings: Settings, crawl_id: str) -> dict[str, dict[str, Any]]:
+    """The crawl's page documents, by URL."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)
+    try:
+        return {p["url"]: p for p in await client[settings.mongo.db].pages.find({"crawl_id": crawl_id}).to_list()}
+    finally:
+        await client.close()

@@ -1,5 +1,5 @@
 """The `pipeline` command: crawl, worker, status, schedules, pause, resume, cancel, retry,
-dashboard, demo.
+reprocess, dashboard, demo.
 
 Exit codes: 0 success, 1 failure (a crawl that failed or was cancelled), 2 bad input (invalid
 URL, option or configuration; an unknown crawl; an action the crawl's state does not allow),
@@ -24,6 +24,7 @@ from pipeline.api import Pipeline
 from pipeline.cli.crawl_flags import add_crawl_options, given_crawl_options
 from pipeline.cli.demo import run_demo
 from pipeline.cli.progress import Progress, report
+from pipeline.cli.reprocess import add_reprocess_command, run_reprocess
 from pipeline.cli.runtime import in_process_worker, services
 from pipeline.cli.steer import add_steering_commands, finished, run_steering
 from pipeline.connections import redact
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     schedules.add_argument("--json", action="store_true")
 
     add_steering_commands(commands)
+    add_reprocess_command(commands)
 
     dashboard = commands.add_parser("dashboard", help="serve a live web dashboard of crawls, workers and schedules")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -122,6 +124,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _schedules(args, settings)
     if args.command in ("pause", "resume", "cancel", "retry"):
         return await run_steering(args, settings)
+    if args.command == "reprocess":
+        return await run_reprocess(args, settings)
     if args.command == "dashboard":
         from pipeline.dashboard.server import run_dashboard
 

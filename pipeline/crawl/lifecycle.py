@@ -7,6 +7,8 @@ Shared by the Python API (which starts crawls and reads their status) and the se
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from pipeline.crawl.options import CrawlOptions
 from pipeline.crawl.status import ACTIVE_STATES, COUNTERS, COUNTERS_SKIPPED, FINISHED_STATES, CrawlStatus
@@ -36,8 +38,13 @@ def start_items(options: CrawlOptions) -> list[Discovery]:
     return items
 
 
-async def start_crawl(store: MongoStore, frontier: Frontier, options: CrawlOptions) -> str:
-    """Record a new crawl and queue what it starts from (see `start_items`)."""
+async def start_crawl(
+    store: MongoStore, frontier: Frontier, options: CrawlOptions, record: Mapping[str, Any] | None = None
+) -> str:
+    """Record a new crawl and queue what it starts from (see `start_items`).
+
+    `record` adds to (or overrides) the crawl's record: a replay's kind and source crawl.
+    """
     crawl_id = new_crawl_id()
     await store.create_crawl(
         {
@@ -48,6 +55,7 @@ async def start_crawl(store: MongoStore, frontier: Frontier, options: CrawlOptio
             "created_at": utcnow(),
             "finished_at": None,
             "counters": {},
+            **(record or {}),
         }
     )
     await frontier.create(crawl_id, options.to_dict())
@@ -117,6 +125,7 @@ async def crawl_status(store: MongoStore, frontier: Frontier, crawl_id: str) -> 
         host_limits={host: limit} if limit is not None else {},
         error=record.get("error"),
         schedule=(record.get("options") or {}).get("schedule"),
+        source_crawl=record.get("source_crawl"),
     )
 
 

@@ -54,7 +54,8 @@ def counters_add_up(counters: Mapping[str, int]) -> bool:
 class CrawlStatus:
     """A crawl's state and counters, as the API, the CLI and `--json` report them.
 
-    `error` says why a crawl failed (its start page could not be fetched, and why).
+    `error` says why a crawl failed (its start page could not be fetched, and why);
+    `source_crawl` is set on a replay (`pipeline reprocess`): the crawl whose pages it reprocesses.
     """
 
     crawl_id: str
@@ -66,6 +67,7 @@ class CrawlStatus:
     host_limits: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     schedule: str | None = None
+    source_crawl: str | None = None
 
     @property
     def done(self) -> bool:
@@ -121,6 +123,8 @@ class CrawlStatus:
         for name in COUNTERS + COUNTERS_SKIPPED + ("pending",):
             data[name] = self.counters.get(name, 0)
         data["error"] = self.error
+        if self.source_crawl is not None:
+            data["source_crawl"] = self.source_crawl
         data["duration_s"] = round(self.duration_s, 3)
         data["created_at"] = self.created_at.isoformat() if self.created_at else None
         data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None

@@ -17,7 +17,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from pipeline.download.host_limits import AdaptiveLimiter, SlotReport
-from pipeline.download.response import Response
+from pipeline.download.response import Response, kept_headers
 from pipeline.download.robots import RobotsCache
 from pipeline.download.ssrf_guard import GuardedResolver, blocked_cause, check_host
 from pipeline.errors import BlockedAddress, FetchError, InvalidURL, PermanentFailure
@@ -28,9 +28,6 @@ from pipeline.urls import normalise_url, url_host
 _REDIRECTS = {301, 302, 303, 307, 308}
 _OVERLOAD = {429, 503, 504}
 _CHUNK = 64 * 1024
-
-
-_KEPT_HEADERS = ("etag", "last-modified", "content-encoding", "content-language", "server")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -263,6 +260,7 @@ class Fetcher:
             name, _, value = param.strip().partition("=")
             if name.lower() == "charset" and value:
                 charset = value.strip("\"' ").lower()
+        kept, dropped = kept_headers(headers.items())
         return Response(
             url=url,
             final_url=final_url,
@@ -273,5 +271,6 @@ class Fetcher:
             truncated=truncated,
             redirects=redirects,
             elapsed_ms=(time.perf_counter() - started) * 1000,
-            headers={k: headers[k] for k in _KEPT_HEADERS if k in headers},
+            headers=kept,
+            headers_dropped=dropped,
         )

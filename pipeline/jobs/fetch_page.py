@@ -42,7 +42,12 @@ async def fetch_page(
             await finish(res, crawl_id, "page", url, stored=True, fetched=True, attempt=attempt, unchanged=True)
             return
         # Without a CPU stage the page's text is never used: it is not extracted either.
-        parsed = parse_response(response, link_selector=options.link_selector, text=options.crunch != NO_CRUNCH)
+        parsed = parse_response(
+            response,
+            link_selector=options.link_selector,
+            text=options.crunch != NO_CRUNCH,
+            fields=await res.crawl_fields(crawl_id),
+        )
         await store_page(res, crawl_id, depth, attempt.number, response, parsed, started, options.crunch)
         if parsed is not None and depth < options.max_depth:
             scope = await res.crawl_scope(crawl_id)

@@ -17,8 +17,9 @@ from urllib.request import getproxies_environment, proxy_bypass
 import aiohttp
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError
 
-from pipeline.errors import BlobStoreError
+from pipeline.errors import BlobNotFound, BlobStoreError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PROBE_KEY = "pipeline-probe"
@@ -31,7 +32,9 @@ class BlobStore(Protocol):
 
     async def put(self, sha256: str, body: bytes, content_type: str) -> str: ...
 
-    async def get(self, key: str) -> bytes: ...
+    async def get(self, key: str) -> bytes:
+        """The body stored under `key`; `BlobNotFound` if there is none."""
+        ...
 
 
 def clean_prefix(prefix: str) -> str:
@@ -72,7 +75,10 @@ class FileBlobStore:
         path = (self.root / key).resolve()
         if self.root not in path.parents:
             raise ValueError(f"blob key outside the store: {key!r}")
-        return path.read_bytes()
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(f"no body stored under {key} in {self.location}") from None
 
 
 def environment_proxy(url: str) -> str | None:
@@ -168,15 +174,18 @@ class S3BlobStore:
         return key
 
     async def get(self, key: str) -> bytes:
-        response = await self._client.get_object(Bucket=self.bucket, Key=key)
+        try:
+            response = await self._client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) not in ("NoSuchKey", "404", "NotFound"):
+                raise
+            raise BlobNotFound(f"no body stored under {key} in s3://{self.bucket}/") from None
         async with response["Body"] as stream:
             data: bytes = await stream.read()
         return data
 
     async def ensure_bucket(self) -> None:
         """Create the bucket if it is missing, so a fresh S3-compatible server works out of the box."""
-        from botocore.exceptions import ClientError
-
         try:
             await self._client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:

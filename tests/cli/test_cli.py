@@ -82,6 +82,17 @@ def test_crawl_refuses_bad_scope_rules_and_sitemaps(settings: Settings, flags: l
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_crawl_refuses_a_bad_field_selector_before_starting(settings: Settings) -> None:
+    """A field that cannot work is refused when the crawl is submitted, not found out page by page."""
+    result = run_cli(
+        "crawl", "http://example.com/", "--field", "price=.price", "--field", "x=h1[", env=service_env(settings)
+    )
+    assert result.returncode == 2
+    assert "fields: field x: invalid CSS selector 'h1['" in result.stderr and "Traceback" not in result.stderr
+    with MongoClient(settings.mongo.url) as client:
+        assert client[settings.mongo.db].crawls.count_documents({}) == 0  # nothing was started
+
+
 def test_repeated_flags_are_lists_of_the_options() -> None:
     sitemaps = ["--sitemap", "http://h.test/a.xml", "--sitemap", "http://h.test/b.xml"]
     scope = ["--allow", r"/p\d{1,3},x", "--deny", "/old/"]
