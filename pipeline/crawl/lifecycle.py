@@ -10,6 +10,7 @@ import uuid
 
 from pipeline.crawl.options import CrawlOptions
 from pipeline.crawl.status import ACTIVE_STATES, COUNTERS, COUNTERS_SKIPPED, FINISHED_STATES, CrawlStatus
+from pipeline.download.http_options import redact_options
 from pipeline.schedule.frontier import CONTROL_FIELDS, ROBOTS_SITEMAPS, SITEMAP, Discovery, Frontier
 from pipeline.store.mongo import MongoStore, utcnow
 from pipeline.urls import normalise_url, url_host
@@ -117,6 +118,7 @@ async def crawl_status(store: MongoStore, frontier: Frontier, crawl_id: str) -> 
         host_limits={host: limit} if limit is not None else {},
         error=record.get("error"),
         schedule=(record.get("options") or {}).get("schedule"),
+        options=redact_options(record.get("options") or {}),
     )
 
 

@@ -29,7 +29,8 @@ async def crawl(ctx: WorkerContext, crawl_id: str, url: str, depth: int = 0) -> 
         scope = await res.crawl_scope(crawl_id)
         started = asyncio.get_running_loop().time()
         # A list page goes ahead of the child pages already queued: every later page waits for it.
-        response = await res.fetcher.get_ok(url, priority=True, robots=options.obeys_robots)
+        fetcher = await res.crawl_fetcher(crawl_id)
+        response = await fetcher.get_ok(url, priority=True, robots=options.obeys_robots)
         parsed = parse_response(response, link_selector=options.link_selector, next_selector=options.next_selector)
         if parsed is None:
             raise PermanentFailure("list page is not HTML")
