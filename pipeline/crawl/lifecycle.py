@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.crawl.options import CrawlOptions
 from pipeline.crawl.status import ACTIVE_STATES, COUNTERS, COUNTERS_SKIPPED, FINISHED_STATES, CrawlStatus
+from pipeline.download.http_options import redact_options
 from pipeline.schedule.frontier import CONTROL_FIELDS, ROBOTS_SITEMAPS, SITEMAP, Discovery, Frontier
 from pipeline.store.mongo import MongoStore, utcnow
 from pipeline.urls import normalise_url, url_host
@@ -126,6 +127,7 @@ async def crawl_status(store: MongoStore, frontier: Frontier, crawl_id: str) -> 
         error=record.get("error"),
         schedule=(record.get("options") or {}).get("schedule"),
         source_crawl=record.get("source_crawl"),
+        options=redact_options(record.get("options") or {}),
     )
 
 

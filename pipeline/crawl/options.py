@@ -56,6 +56,7 @@ class CrawlOptions(CrawlSettings):
         options = dataclasses.replace(
             cls(**_fields_of(defaults)), **values, start_url=normalise_url(start_url), schedule=schedule
         )
+        _check_http_overlap(options)
         return dataclasses.replace(
             options,
             list_job=options.list_job or list_job,
@@ -132,6 +133,16 @@ class CrawlOptions(CrawlSettings):
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
+
+
+def _check_http_overlap(options: CrawlSettings) -> None:
+    """One source per credential header: `auth` or an `Authorization` header, `cookies` or a
+    `Cookie` header (one would silently replace the other)."""
+    given = {name.lower() for name in options.headers}
+    if options.auth and "authorization" in given:
+        raise ConfigError("auth: give basic auth as auth or as an Authorization header, not both")
+    if options.cookies and "cookie" in given:
+        raise ConfigError("cookies: give cookies as cookies or as a Cookie header, not both")
 
 
 def _fields_of(instance: Any) -> dict[str, Any]:

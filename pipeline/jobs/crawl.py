@@ -29,7 +29,8 @@ async def crawl(ctx: WorkerContext, crawl_id: str, url: str, depth: int = 0) -> 
         scope = await res.crawl_scope(crawl_id)
         started = asyncio.get_running_loop().time()
         # A list page goes ahead of the child pages already queued: every later page waits for it.
-        response = await res.fetcher.get_ok(url, priority=True, robots=options.obeys_robots)
+        fetcher = await res.crawl_fetcher(crawl_id)
+        response = await fetcher.get_ok(url, priority=True, robots=options.obeys_robots)
         keeps = options.keeps_list_pages or (options.keeps_start_page and url == options.start_url)
         parsed = parse_response(
             response,

@@ -34,7 +34,8 @@ async def fetch_page(
     async def work(res: Resources, attempt: Attempt) -> None:
         options = await res.crawl_options(crawl_id)
         started = asyncio.get_running_loop().time()
-        response = await res.fetcher.get_ok(url, validators=known, robots=options.obeys_robots)
+        fetcher = await res.crawl_fetcher(crawl_id)
+        response = await fetcher.get_ok(url, validators=known, robots=options.obeys_robots)
         if response.status == 304:
             # Seen by this crawl, nothing stored again.
             seen = {"url": url, "crawl_id": crawl_id, "checked_at": utcnow(), "unchanged": True, "depth": depth}

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.connections import redact
 from pipeline.crawl.lifecycle import complete_crawl
 from pipeline.errors import InvalidPayload, InvalidURL
 from pipeline.schedule.frontier import Kind
@@ -130,7 +131,7 @@ async def record_skipped(res: Resources, crawl_id: str, kind: Kind, url: str, at
             res, crawl_id, "page", url, stored=False, fetched=False, attempt=attempt, skipped_robots=True, retire=False
         )
     await finish(res, crawl_id, kind, url, stored=False, fetched=False, attempt=attempt, skipped_robots=True)
-    log.info("skipped %s: disallowed by robots.txt", url)
+    log.info("skipped %s: disallowed by robots.txt", redact(url))
 
 
 async def record_failure(
@@ -162,4 +163,4 @@ async def record_failure(
     if kept:
         await finish(res, crawl_id, "page", url, stored=False, fetched=fetched, attempt=attempt, retire=False)
     await finish(res, crawl_id, kind, url, stored=False, fetched=fetched, attempt=attempt)
-    log.info("failed %s after %d attempt(s): %s", url, attempt.number, reason)
+    log.info("failed %s after %d attempt(s): %s", redact(url), attempt.number, redact(reason))
