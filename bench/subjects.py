@@ -66,7 +66,11 @@ class Subject(Protocol):
 
 
 def _worker_env(
-    workload: Workload, places: RunPlaces, extra: Sequence[tuple[str, str]] = (), crunch: str = "fingerprint"
+    workload: Workload,
+    places: RunPlaces,
+    extra: Sequence[tuple[str, str]] = (),
+    crunch: str = "fingerprint",
+    workers: int = 1,
 ) -> dict[str, str]:
     """The configuration of every worker, as `PIPELINE_*` variables over an empty config file.
 
@@ -87,7 +91,9 @@ def _worker_env(
         "PIPELINE_STORAGE_DATA_DIR": str(places.logs / "data"),
         "PIPELINE_FETCH_ALLOW_PRIVATE_NETWORKS": "true",
         "PIPELINE_FETCH_CONCURRENCY": concurrency,
-        "PIPELINE_FETCH_PER_HOST": concurrency,
+        # Per-host limits are the fleet's: N workers share one host's permits. The site is one
+        # host, and the workloads give each worker its own concurrency, as N floors would have.
+        "PIPELINE_FETCH_PER_HOST": str(workload.concurrency * workers),
         "PIPELINE_WORKER_MAX_JOBS": concurrency,
         "PIPELINE_MONGO_JOURNAL": str(places.journal).lower(),
         "PIPELINE_CRAWL_CRUNCH": crunch,
@@ -146,7 +152,7 @@ class PipelineSubject:
             self.slug += "-" + hashlib.sha1(variant.encode()).hexdigest()[:6]
 
     def start(self, workload: Workload, places: RunPlaces) -> list[Child]:
-        env = _worker_env(workload, places, self.settings, self.crunch)
+        env = _worker_env(workload, places, self.settings, self.crunch, self.workers)
         argv = console_script(*LAUNCHERS[self.launcher])
         children = [Child(f"worker-{i}", argv, env, places.logs / f"worker-{i}.log") for i in range(self.workers)]
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +26,7 @@ from pipeline.crawl.control import CrawlControl
 from pipeline.crawl.lifecycle import crawl_status, start_crawl
 from pipeline.crawl.options import CrawlOptions
 from pipeline.crawl.periodic import schedule_overview
+from pipeline.crawl.reprocess import start_reprocess
 from pipeline.crawl.status import CrawlStatus
 from pipeline.errors import ConfigError, CrawlNotFound
 from pipeline.export.destinations import Output
@@ -104,6 +105,20 @@ class Pipeline:
         """
         store, frontier = self._parts()
         return await start_crawl(store, frontier, CrawlOptions.build(start_url, self.settings, **options))
+
+    async def reprocess(
+        self, crawl_id: str, *, fields: Mapping[str, str] | None = None, crunch: str | None = None
+    ) -> str:
+        """Queue a replay of the pages crawl `crawl_id` stored and return the replay's id.
+
+        Workers parse and crunch each stored body again, in their process pools, and update its
+        document, without a request to the site; `fields` (replacing the crawl's, whole) and
+        `crunch` change what is extracted. The replay is a crawl of its own: `status`, `wait`
+        and the steering calls take its id. Raises `ConfigError` for a bad field or crunch,
+        `CrawlNotFound`, and `InvalidTransition` for a crawl still running or with no stored page.
+        """
+        store, frontier = self._parts()
+        return await start_reprocess(store, frontier, self.settings, crawl_id, fields=fields, crunch=crunch)
 
     async def status(self, crawl_id: str | None = None) -> CrawlStatus:
         """A crawl's state and counters; the most recent crawl when no id is given."""

@@ -152,5 +152,9 @@ class ExportFailed(PipelineError):
     destination that could pass for a whole export."""
 
 
+class BlobNotFound(PipelineError, LookupError):
+    """No body is stored under the key: deleted, or written to another store. Not transient."""
+
+
 class ServiceError(PipelineError, RuntimeError):
     """A local service could not be found, started, reused or stopped."""

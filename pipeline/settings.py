@@ -468,10 +468,12 @@ def _build(raw: Mapping[str, Mapping[str, Any]], base: Settings, sources: Mappin
 
 
 def _check_consistency(settings: Settings) -> None:
-    if settings.fetch.per_host > settings.fetch.concurrency:
+    # Kept per worker, a host limit above the worker's own concurrency could never be reached;
+    # shared by the fleet, it is the whole fleet's, and several workers together may reach it.
+    if not settings.fetch.shared_limits and settings.fetch.per_host > settings.fetch.concurrency:
         raise ConfigError(
-            f"fetch.per_host: must not exceed fetch.concurrency ({settings.fetch.concurrency}), "
-            f"got {settings.fetch.per_host}"
+            f"fetch.per_host: must not exceed fetch.concurrency ({settings.fetch.concurrency}) "
+            f"when fetch.shared_limits is false, got {settings.fetch.per_host}"
         )
     if settings.fetch.per_host_min > settings.fetch.per_host:
         raise ConfigError(

@@ -96,13 +96,23 @@ class StaticSite:
     A page may also be `(body, content type)` (bytes served as they are). Pages are found by
     decoded path and query, else by the request target as sent. `hits` counts requests
     by decoded path and query; `raw_hits` by the Host header and the request target exactly as
-    they arrived.
+    they arrived; `seen` keeps each request's path and headers. `redirects` maps paths to the
+    `Location` of a 302 (`{base}` is this site's URL); `set_cookie` is sent with every answer.
     """
 
-    def __init__(self, pages: dict[str, str | tuple[bytes, str]]) -> None:
+    def __init__(
+        self,
+        pages: dict[str, str | tuple[bytes, str]],
+        *,
+        redirects: dict[str, str] | None = None,
+        set_cookie: str | None = None,
+    ) -> None:
         self.pages = pages
+        self.redirects = redirects or {}
+        self.set_cookie = set_cookie
         self.hits: dict[str, int] = {}
         self.raw_hits: dict[tuple[str, str], int] = {}
+        self.seen: list[tuple[str, dict[str, str]]] = []
         self._runner: Any = None
         self.base_url = ""
 
@@ -113,12 +123,17 @@ class StaticSite:
             self.hits[request.path_qs] = self.hits.get(request.path_qs, 0) + 1
             raw = (request.host, request.raw_path)
             self.raw_hits[raw] = self.raw_hits.get(raw, 0) + 1
+            self.seen.append((request.path_qs, {k.lower(): v for k, v in request.headers.items()}))
+            extra = {"Set-Cookie": self.set_cookie} if self.set_cookie else {}
+            if request.path_qs in self.redirects:
+                location = self.redirects[request.path_qs].replace("{base}", self.base_url)
+                return web.Response(status=302, headers={"Location": location, **extra})
             page = self.pages.get(request.path_qs, self.pages.get(request.raw_path))
             if page is None:
-                return web.Response(status=404, text="not here")
+                return web.Response(status=404, text="not here", headers=extra)
             if isinstance(page, tuple):
-                return web.Response(body=page[0], content_type=page[1])
-            return web.Response(text=page.replace("{base}", self.base_url), content_type="text/html")
+                return web.Response(body=page[0], content_type=page[1], headers=extra)
+            return web.Response(text=page.replace("{base}", self.base_url), content_type="text/html", headers=extra)
 
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", handle)
@@ -216,5 +231,14 @@ async def stored_count(settings: Settings, crawl_id: str) -> int:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)
     try:
         return await client[settings.mongo.db].pages.count_documents({"crawl_id": crawl_id})
+    finally:
+        await client.close()
+
+
+async def stored_pages(settings: Settings, crawl_id: str) -> dict[str, dict[str, Any]]:
+    """The crawl's page documents, by URL."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo.url)
+    try:
+        return {p["url"]: p for p in await client[settings.mongo.db].pages.find({"crawl_id": crawl_id}).to_list()}
     finally:
         await client.close()

@@ -50,7 +50,10 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ({"PIPELINE_CRAWL_SCOPE": "galaxy"}, "crawl.scope: must be one of host, domain, any"),
         ({"PIPELINE_FETCH_CONCURENCY": "5"}, "fetch.concurency: unknown setting"),
         ({"PIPELINE_REDIS_URL": "localhost:6379"}, "redis.url: must start with redis://"),
-        ({"PIPELINE_FETCH_PER_HOST": "500"}, "fetch.per_host: must not exceed fetch.concurrency"),
+        (
+            {"PIPELINE_FETCH_PER_HOST": "500", "PIPELINE_FETCH_SHARED_LIMITS": "false"},
+            "fetch.per_host: must not exceed fetch.concurrency",
+        ),
         ({"PIPELINE_CPU_TIMEOUT": "nan"}, "cpu.timeout: expected a finite number"),
     ],
 )

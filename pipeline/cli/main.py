@@ -1,5 +1,5 @@
 """The `pipeline` command: crawl, worker, status, schedules, pause, resume, cancel, retry,
-export, history, dashboard, demo.
+reprocess, export, history, dashboard, demo.
 
 Exit codes: 0 success, 1 failure (a crawl that failed or was cancelled), 2 bad input (invalid
 URL, option or configuration; an unknown crawl; an action the crawl's state does not allow),
@@ -26,6 +26,7 @@ from pipeline.cli.demo import run_demo
 from pipeline.cli.export import add_export_command, run_export
 from pipeline.cli.history import add_history_command, run_history
 from pipeline.cli.progress import Progress, report
+from pipeline.cli.reprocess import add_reprocess_command, run_reprocess
 from pipeline.cli.runtime import in_process_worker, services
 from pipeline.cli.steer import add_steering_commands, finished, run_steering
 from pipeline.connections import redact
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     schedules.add_argument("--json", action="store_true")
 
     add_steering_commands(commands)
+    add_reprocess_command(commands)
     add_export_command(commands)
     add_history_command(commands)
 
@@ -126,6 +128,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _schedules(args, settings)
     if args.command in ("pause", "resume", "cancel", "retry"):
         return await run_steering(args, settings)
+    if args.command == "reprocess":
+        return await run_reprocess(args, settings)
     if args.command == "export":
         return await run_export(args, settings)
     if args.command == "history":

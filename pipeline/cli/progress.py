@@ -17,6 +17,8 @@ def report(status: CrawlStatus, as_json: bool, out: TextIO) -> None:
         out.write(json.dumps(data) + "\n")
         return
     out.write(f"crawl {status.crawl_id}: {status.state}  ({redact(status.start_url)})\n")
+    if status.source_crawl:
+        out.write(f"  reprocess of crawl {status.source_crawl}: stored pages parsed again, nothing fetched\n")
     if status.error:
         out.write(f"  error: {redact(status.error)}\n")
     for key in ("discovered", "fetched", *PAGE_OUTCOMES, "retries", "pending", "lists", "lists_failed"):

@@ -7,9 +7,12 @@ Shared by the Python API (which starts crawls and reads their status) and the se
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from pipeline.crawl.options import CrawlOptions
 from pipeline.crawl.status import ACTIVE_STATES, COUNTERS, COUNTERS_SKIPPED, FINISHED_STATES, CrawlStatus
+from pipeline.download.http_options import redact_options
 from pipeline.schedule.frontier import CONTROL_FIELDS, ROBOTS_SITEMAPS, SITEMAP, Discovery, Frontier
 from pipeline.store.mongo import MongoStore, utcnow
 from pipeline.urls import normalise_url, url_host
@@ -36,8 +39,13 @@ def start_items(options: CrawlOptions) -> list[Discovery]:
     return items
 
 
-async def start_crawl(store: MongoStore, frontier: Frontier, options: CrawlOptions) -> str:
-    """Record a new crawl and queue what it starts from (see `start_items`)."""
+async def start_crawl(
+    store: MongoStore, frontier: Frontier, options: CrawlOptions, record: Mapping[str, Any] | None = None
+) -> str:
+    """Record a new crawl and queue what it starts from (see `start_items`).
+
+    `record` adds to (or overrides) the crawl's record: a replay's kind and source crawl.
+    """
     crawl_id = new_crawl_id()
     await store.create_crawl(
         {
@@ -48,6 +56,7 @@ async def start_crawl(store: MongoStore, frontier: Frontier, options: CrawlOptio
             "created_at": utcnow(),
             "finished_at": None,
             "counters": {},
+            **(record or {}),
         }
     )
     await frontier.create(crawl_id, options.to_dict())
@@ -117,6 +126,8 @@ async def crawl_status(store: MongoStore, frontier: Frontier, crawl_id: str) -> 
         host_limits={host: limit} if limit is not None else {},
         error=record.get("error"),
         schedule=(record.get("options") or {}).get("schedule"),
+        source_crawl=record.get("source_crawl"),
+        options=redact_options(record.get("options") or {}),
     )
 
 

@@ -12,14 +12,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.settings import CrawlSettings, Settings, check_crunch_registered, crawl_option_values
 from pipeline.urls import normalise_url
 
 # Each pipeline's list job, item job and completion jobs (None: the `on_complete` default).
+# `reprocess` is not chosen by a crawl's `pipeline` option: `pipeline reprocess` starts it, on
+# the pages another crawl stored (see `CrawlOptions.replay`).
+REPROCESS = "reprocess"
 PIPELINES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
     "web": ("crawl", "fetch_page", None),
     "api": ("collect_list", "collect_object", ("collect_summary",)),
+    REPROCESS: ("reprocess_list", "reprocess_page", ()),
 }
+# What a replay may change of the crawl it replays: how pages are read, never what is fetched.
+REPLAY_OPTIONS = ("fields", "crunch")
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,7 @@ class CrawlOptions(CrawlSettings):
 
     start_url: str = ""
     schedule: str | None = None  # the `[[schedule]]` that started it, if any
+    source_crawl: str | None = None  # a replay's: the crawl whose stored pages it reprocesses
 
     @classmethod
     def build(cls, start_url: str, settings: Settings, **given: Any) -> CrawlOptions:
@@ -48,11 +56,50 @@ class CrawlOptions(CrawlSettings):
         options = dataclasses.replace(
             cls(**_fields_of(defaults)), **values, start_url=normalise_url(start_url), schedule=schedule
         )
+        _check_http_overlap(options)
         return dataclasses.replace(
             options,
             list_job=options.list_job or list_job,
             item_job=options.item_job or item_job,
             sitemaps=tuple(dict.fromkeys(normalise_url(url) for url in options.sitemaps)),
+        )
+
+    @staticmethod
+    def replay_values(settings: Settings, **given: Any) -> dict[str, Any]:
+        """The options a replay sets over its crawl's (`REPLAY_OPTIONS`), checked like a crawl's.
+
+        An option given as None is taken as not given; `ConfigError` names a bad one.
+        """
+        unknown = sorted(set(given) - set(REPLAY_OPTIONS))
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: a replay sets only {', '.join(REPLAY_OPTIONS)}")
+        values = crawl_option_values({name: value for name, value in given.items() if value is not None})
+        if "crunch" in values:
+            check_crunch_registered(values["crunch"], settings)
+        return values
+
+    def replay(self, source_crawl: str, first_url: str, values: Mapping[str, Any]) -> CrawlOptions:
+        """Options of a replay of this crawl's stored pages, with `values` (see `replay_values`) over its own.
+
+        Its list job pages through the stored pages by URL from `first_url` (the smallest), so
+        that is its start URL; it fetches nothing, so sitemaps, robots.txt and kept list pages
+        are not its business, and it has no completion job.
+        """
+        list_job, item_job, on_complete = PIPELINES[REPROCESS]
+        return dataclasses.replace(
+            self,
+            **values,
+            start_url=first_url,
+            pipeline=REPROCESS,
+            list_job=list_job,
+            item_job=item_job,
+            on_complete=on_complete or (),
+            sitemaps=(),
+            robots_sitemaps=False,
+            store_lists=False,
+            conditional=False,
+            schedule=None,
+            source_crawl=source_crawl,
         )
 
     @classmethod
@@ -86,6 +133,16 @@ class CrawlOptions(CrawlSettings):
 
     def to_dict(self) -> dict[str, Any]:
         return _fields_of(self)
+
+
+def _check_http_overlap(options: CrawlSettings) -> None:
+    """One source per credential header: `auth` or an `Authorization` header, `cookies` or a
+    `Cookie` header (one would silently replace the other)."""
+    given = {name.lower() for name in options.headers}
+    if options.auth and "authorization" in given:
+        raise ConfigError("auth: give basic auth as auth or as an Authorization header, not both")
+    if options.cookies and "cookie" in given:
+        raise ConfigError("cookies: give cookies as cookies or as a Cookie header, not both")
 
 
 def _fields_of(instance: Any) -> dict[str, Any]:

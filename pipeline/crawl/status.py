@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.connections import redact
+
 # Every child URL a crawl discovers ends in exactly one of these, and every list page in one of
 # LIST_OUTCOMES: once a crawl has finished, `discovered` is the sum of PAGE_OUTCOMES and `lists`
 # the sum of LIST_OUTCOMES. A new way for a URL to end gets its counter here (and in the frontier's
@@ -54,7 +56,10 @@ def counters_add_up(counters: Mapping[str, int]) -> bool:
 class CrawlStatus:
     """A crawl's state and counters, as the API, the CLI and `--json` report them.
 
-    `error` says why a crawl failed (its start page could not be fetched, and why).
+    `error` says why a crawl failed (its start page could not be fetched, and why). `options`
+    are the options it runs with as they may be shown: credentials hidden (`redact_options`),
+    like the credentials of a URL in `to_dict`; the record keeps the real ones for the workers.
+    `source_crawl` is set on a replay (`pipeline reprocess`): the crawl whose pages it reprocesses.
     """
 
     crawl_id: str
@@ -66,6 +71,8 @@ class CrawlStatus:
     host_limits: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     schedule: str | None = None
+    source_crawl: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -117,14 +124,17 @@ class CrawlStatus:
         return max(0.0, (_aware(end) - _aware(self.created_at)).total_seconds())
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"crawl_id": self.crawl_id, "start_url": self.start_url, "state": self.state}
+        data: dict[str, Any] = {"crawl_id": self.crawl_id, "start_url": redact(self.start_url), "state": self.state}
         for name in COUNTERS + COUNTERS_SKIPPED + ("pending",):
             data[name] = self.counters.get(name, 0)
-        data["error"] = self.error
+        data["error"] = None if self.error is None else redact(self.error)
+        if self.source_crawl is not None:
+            data["source_crawl"] = self.source_crawl
         data["duration_s"] = round(self.duration_s, 3)
         data["created_at"] = self.created_at.isoformat() if self.created_at else None
         data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
         data["host_limits"] = dict(self.host_limits)
+        data["options"] = dict(self.options)
         return data
 
 

@@ -10,10 +10,15 @@ A crawl's `crunch` is `fingerprint` (the default), `none` (no CPU stage: the pag
 parsed and stored) or a user's function as `package.module:function`, called in a pool process
 with the page's visible text. Pool processes import the function's module when they first run
 it, so that module should import little.
+
+A replay of stored pages (`pipeline reprocess`) runs its whole parse and crunch in the pool as
+one task per page: for each crunch the registry also holds that task bound to it, under
+`reprocess_name(crunch)`, so it is reached by a registered name like any CPU function.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from collections.abc import Callable, Iterable
@@ -21,6 +26,7 @@ from typing import Any
 
 from pipeline.crunch.fingerprint import fingerprint
 from pipeline.crunch.objects import crunch_object
+from pipeline.crunch.reprocess import reparse
 
 CpuFunction = Callable[..., Any]
 
@@ -70,9 +76,18 @@ def check_cpu_function(path: str) -> None:
 def cpu_functions(paths: Iterable[str] = ()) -> dict[str, CpuFunction]:
     """The functions workers will run, by name: the built-in crunchers and the ones at `paths`."""
     registry: dict[str, CpuFunction] = {FINGERPRINT: fingerprint, "crunch_object": crunch_object}
+    crunches: dict[str, CpuFunction | None] = {FINGERPRINT: fingerprint, NO_CRUNCH: None}
     for path in paths:
-        registry[path] = load_cpu_function(path)
+        registry[path] = crunches[path] = load_cpu_function(path)
+    for crunch, function in crunches.items():
+        # A partial of two top-level functions pickles by reference, so the pool can run it.
+        registry[reprocess_name(crunch)] = functools.partial(reparse, function)
     return registry
+
+
+def reprocess_name(crunch: str) -> str:
+    """The registry's name of a replay's CPU task for a crawl whose `crunch` is `crunch`."""
+    return f"reprocess:{crunch}"
 
 
 def crunch_function(crunch: str, registry: dict[str, CpuFunction]) -> CpuFunction | None:
@@ -83,6 +98,17 @@ def crunch_function(crunch: str, registry: dict[str, CpuFunction]) -> CpuFunctio
     if crunch == NO_CRUNCH:
         return None
     function = registry.get(crunch)
+    if function is None:
+        raise LookupError(f"crunch function {crunch!r} is not registered in this worker (list it in cpu.functions)")
+    return function
+
+
+def reprocess_function(crunch: str, registry: dict[str, CpuFunction]) -> CpuFunction:
+    """A replay's CPU task for `crunch`: parse, fields and crunch of one stored page.
+
+    Raises `LookupError` for a crunch function this worker does not have in its registry.
+    """
+    function = registry.get(reprocess_name(crunch))
     if function is None:
         raise LookupError(f"crunch function {crunch!r} is not registered in this worker (list it in cpu.functions)")
     return function

@@ -20,6 +20,7 @@ from yarl import URL
 from pipeline.api import Pipeline
 from pipeline.connections import redact
 from pipeline.crawl.status import ACTIVE_STATES, CrawlStatus, settled
+from pipeline.download.http_options import HTTP_OPTIONS, redact_options
 from pipeline.observe.heartbeat import read_workers
 from pipeline.schedule.frontier import HOST_LIMITS_KEY
 from pipeline.store.mongo import Document
@@ -241,8 +242,17 @@ async def crawl_breakdown(pipeline: Pipeline, crawl_id: str) -> dict[str, Any]:
 
 
 def _options(options: Mapping[str, Any]) -> dict[str, Any]:
-    shown = ("max_depth", "max_pages", "scope", "max_queued")
-    return {k: options[k] for k in shown if k in options}
+    """The options the crawl's page lists, as text; its HTTP options only when set, credentials hidden."""
+    shown = {k: options[k] for k in ("max_depth", "max_pages", "scope", "max_queued") if k in options}
+    http = redact_options({k: options[k] for k in HTTP_OPTIONS if options.get(k)})
+    for name, value in http.items():
+        if isinstance(value, Mapping):
+            shown[name] = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            shown[name] = ", ".join(str(v) for v in value)
+        else:
+            shown[name] = str(value)
+    return shown
 
 
 def _worker_row(worker: Mapping[str, Any]) -> dict[str, Any]:

@@ -742,7 +742,9 @@ class AdaptiveLimiter:
     def _ask(self, entry: _Host, now: float, release_idle: bool) -> tuple[HostAsk, list[_Start]]:
         controller = entry.controller
         in_use = entry.gate.held
-        target = min(controller.limit, in_use + len(entry.gate.waiters))
+        # Never more than this worker can use at once: a fleet-wide limit above its concurrency
+        # is for several workers, and permits it hoarded would starve the others.
+        target = min(controller.limit, self.total, in_use + len(entry.gate.waiters))
         keep = max(target, in_use)
         if entry.held > keep and (release_idle or entry.contended or entry.held > controller.limit):
             entry.held = keep

@@ -21,14 +21,25 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _SECRET_HEADER = re.compile(r"auth|cookie|token|secret|key|session|password|signature", re.IGNORECASE)
 # Headers the fetcher owns: a crawl setting them would break decompression, framing or the
 # proxy's own credentials.
-RESERVED_HEADERS = frozenset({"accept-encoding", "content-length", "host", "transfer-encoding", "connection"})
+RESERVED_HEADERS = frozenset(
+    {"accept-encoding", "content-length", "host", "transfer-encoding", "connection", "proxy-authorization"}
+)
 HIDDEN = "***"
+# The options this module checks and redacts, in the order they are shown.
+HTTP_OPTIONS = ("user_agent", "headers", "cookies", "auth", "proxies")
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether a header's value is a credential (never shown, never sent to another origin)."""
+    return _SECRET_HEADER.search(name) is not None
 
 
 def check_header(item: tuple[str, str]) -> None:
     name, value = item
     if not _TOKEN.fullmatch(name):
         raise ValueError(f"header name {name!r} is not a valid HTTP token")
+    if name.lower() == "proxy-authorization":
+        raise ValueError("give a proxy's credentials in its URL (http://user:password@proxy:3128), not as a header")
     if name.lower() in RESERVED_HEADERS:
         raise ValueError(f"header {name} is set by the fetcher and cannot be given")
     if name.lower() == "user-agent":
@@ -90,7 +101,7 @@ def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
         shown["cookies"] = {name: HIDDEN for name in shown["cookies"]}
     if shown.get("headers"):
         shown["headers"] = {
-            name: HIDDEN if _SECRET_HEADER.search(name) else value for name, value in shown["headers"].items()
+            name: HIDDEN if is_secret_header(name) else value for name, value in shown["headers"].items()
         }
     if shown.get("auth"):
         shown["auth"] = str(shown["auth"]).partition(":")[0] + ":" + HIDDEN

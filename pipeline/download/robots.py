@@ -2,7 +2,10 @@
 
 Protego (the parser Scrapy uses) applies the rules: the longest matching rule wins, `Allow` over
 `Disallow` on a tie, `*` and `$` wildcards, groups chosen by the product token of
-`fetch.user_agent` ("pipeline" for "pipeline/0.1"), else the `*` group.
+`fetch.user_agent` ("pipeline" for "pipeline/0.1"), else the `*` group. A crawl with a
+`user_agent` of its own is matched with that one's token, against the same record: robots.txt
+is read once per origin for every crawl (with the request settings of the crawl that needed it
+first), and each crawl's token picks its group from it.
 
 What a fetch of `/robots.txt` means (RFC 9309 section 2.3.1):
 
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Literal
 from protego import Protego
 from redis.asyncio import Redis
 
+from pipeline.connections import redact
 from pipeline.download import deferral
 from pipeline.errors import DisallowedByRobots, FetchError
 from pipeline.settings import FetchSettings
@@ -102,18 +106,31 @@ class RobotsRecord:
 class Robots:
     """One origin's robots.txt, parsed, as requests are checked against it."""
 
-    __slots__ = ("_parser", "_token", "crawl_delay", "local_until", "record")
+    __slots__ = ("_delays", "_parser", "_token", "crawl_delay", "local_until", "record")
 
     def __init__(self, record: RobotsRecord, token: str, local_until: float) -> None:
         self.record = record
         self._token = token
         self._parser = Protego.parse(record.body) if record.kind == "rules" else None
-        delay = self._parser.crawl_delay(token) if self._parser is not None else None
-        self.crawl_delay = min(MAX_CRAWL_DELAY_S, max(0.0, float(delay))) if delay else 0.0
+        self.crawl_delay = self._crawl_delay(token)
+        self._delays: dict[str, float] = {token: self.crawl_delay}
         self.local_until = local_until
 
-    def allows(self, url: str) -> bool:
-        return self._parser is None or self._parser.can_fetch(url, self._token)
+    def _crawl_delay(self, token: str) -> float:
+        delay = self._parser.crawl_delay(token) if self._parser is not None else None
+        return min(MAX_CRAWL_DELAY_S, max(0.0, float(delay))) if delay else 0.0
+
+    def delay_for(self, token: str | None) -> float:
+        """The Crawl-delay of the group `token` (None: the worker's own) falls in."""
+        if token is None:
+            return self.crawl_delay
+        delay = self._delays.get(token)
+        if delay is None:
+            delay = self._delays[token] = self._crawl_delay(token)
+        return delay
+
+    def allows(self, url: str, token: str | None = None) -> bool:
+        return self._parser is None or self._parser.can_fetch(url, token or self._token)
 
     @property
     def sitemaps(self) -> list[str]:
@@ -134,8 +151,10 @@ class RobotsCache:
         self._owner = uuid.uuid4().hex
         self.fetches = 0
 
-    async def check(self, url: str, fetch: Fetch) -> float:
+    async def check(self, url: str, fetch: Fetch, token: str | None = None) -> float:
         """The crawl delay of `url`'s origin (0 if none), if robots.txt allows fetching `url`.
+
+        `token` is the product token of the crawl's own User-Agent (None: the worker's).
 
         Raises `DisallowedByRobots` if it does not; while the origin's robots.txt cannot be read,
         `HostBusy` (the job may still be deferred), a retryable `FetchError` (it may not), or,
@@ -157,9 +176,9 @@ class RobotsCache:
             if deferral.may_defer():
                 raise deferral.busy(deferral.defer_delay(again), reason)
             raise FetchError(reason, retryable=True)
-        if not robots.allows(url):
+        if not robots.allows(url, token):
             raise DisallowedByRobots(url)
-        return robots.crawl_delay
+        return robots.delay_for(token)
 
     async def sitemaps(self, url: str, fetch: Fetch) -> list[str]:
         """The `Sitemap:` URLs of the robots.txt of `url`'s origin (read it first if need be).
@@ -238,7 +257,7 @@ class RobotsCache:
             since = previous.since if previous is not None and previous.kind == "unreachable" else now
             settings = self._settings
             again = min(settings.retry_max_delay, max(settings.retry_base_delay, now - since))
-            log.warning("robots.txt of %s unreadable (%s): its URLs wait", origin, exc.reason)
+            log.warning("robots.txt of %s unreadable (%s): its URLs wait", redact(origin), exc.reason)
             return RobotsRecord(
                 "unreachable",
                 status=exc.status,

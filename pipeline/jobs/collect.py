@@ -41,7 +41,8 @@ async def collect_list(ctx: WorkerContext, crawl_id: str, url: str, depth: int =
     async def work(res: Resources, attempt: Attempt) -> None:
         options = await res.crawl_options(crawl_id)
         # A list page goes ahead of the objects already queued: every later page waits for it.
-        listing = parse_listing((await fetch_json(res.fetcher, url, priority=True, robots=options.obeys_robots)).data)
+        fetcher = await res.crawl_fetcher(crawl_id)
+        listing = parse_listing((await fetch_json(fetcher, url, priority=True, robots=options.obeys_robots)).data)
         found = listing_found(url, listing, await res.crawl_scope(crawl_id))
         await res.backlog.schedule(crawl_id, options, found)
         await finish(res, crawl_id, "list", url, stored=True, fetched=True, attempt=attempt)
@@ -57,7 +58,7 @@ async def collect_object(ctx: WorkerContext, crawl_id: str, url: str, depth: int
         clock = asyncio.get_running_loop().time
         started = clock()
         options = await res.crawl_options(crawl_id)
-        obj, details = await fetch_object(res.fetcher, url, robots=options.obeys_robots)
+        obj, details = await fetch_object(await res.crawl_fetcher(crawl_id), url, robots=options.obeys_robots)
         crunch_started = clock()
         crunched = await res.compute(crunch_object, obj.data, details.data)
         timings = {"crunch_ms": (clock() - crunch_started) * 1000, "total_ms": (clock() - started) * 1000}

@@ -29,13 +29,18 @@ async def crawl(ctx: WorkerContext, crawl_id: str, url: str, depth: int = 0) -> 
         scope = await res.crawl_scope(crawl_id)
         started = asyncio.get_running_loop().time()
         # A list page goes ahead of the child pages already queued: every later page waits for it.
-        response = await res.fetcher.get_ok(url, priority=True, robots=options.obeys_robots)
-        parsed = parse_response(response, link_selector=options.link_selector, next_selector=options.next_selector)
+        fetcher = await res.crawl_fetcher(crawl_id)
+        response = await fetcher.get_ok(url, priority=True, robots=options.obeys_robots)
+        keeps = options.keeps_list_pages or (options.keeps_start_page and url == options.start_url)
+        parsed = parse_response(
+            response,
+            link_selector=options.link_selector,
+            next_selector=options.next_selector,
+            fields=await res.crawl_fields(crawl_id) if keeps else (),
+        )
         if parsed is None:
             raise PermanentFailure("list page is not HTML")
-        kept = (options.keeps_list_pages or (options.keeps_start_page and url == options.start_url)) and (
-            await res.frontier.page_state(crawl_id, url) == "o"
-        )
+        kept = keeps and await res.frontier.page_state(crawl_id, url) == "o"
         if kept:
             await store_page(res, crawl_id, depth, attempt.number, response, parsed, started, options.crunch)
         found = discover(url, parsed, options, scope, depth=depth + 1, include_next=True, links=res.links)

@@ -34,7 +34,8 @@ async def fetch_page(
     async def work(res: Resources, attempt: Attempt) -> None:
         options = await res.crawl_options(crawl_id)
         started = asyncio.get_running_loop().time()
-        response = await res.fetcher.get_ok(url, validators=known, robots=options.obeys_robots)
+        fetcher = await res.crawl_fetcher(crawl_id)
+        response = await fetcher.get_ok(url, validators=known, robots=options.obeys_robots)
         if response.status == 304:
             # Seen by this crawl, nothing stored again.
             seen = {"url": url, "crawl_id": crawl_id, "checked_at": utcnow(), "unchanged": True, "depth": depth}
@@ -42,7 +43,12 @@ async def fetch_page(
             await finish(res, crawl_id, "page", url, stored=True, fetched=True, attempt=attempt, unchanged=True)
             return
         # Without a CPU stage the page's text is never used: it is not extracted either.
-        parsed = parse_response(response, link_selector=options.link_selector, text=options.crunch != NO_CRUNCH)
+        parsed = parse_response(
+            response,
+            link_selector=options.link_selector,
+            text=options.crunch != NO_CRUNCH,
+            fields=await res.crawl_fields(crawl_id),
+        )
         await store_page(res, crawl_id, depth, attempt.number, response, parsed, started, options.crunch)
         if parsed is not None and depth < options.max_depth:
             scope = await res.crawl_scope(crawl_id)

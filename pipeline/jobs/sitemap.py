@@ -37,7 +37,8 @@ async def sitemap(ctx: WorkerContext, crawl_id: str, url: str, depth: int = 0) -
         options = await res.crawl_options(crawl_id)
         scope = await res.crawl_scope(crawl_id)
         # Like a list page, a sitemap feeds the queue: it goes ahead of the pages already queued.
-        response = await res.fetcher.get_ok(url, priority=True, robots=options.obeys_robots)
+        fetcher = await res.crawl_fetcher(crawl_id)
+        response = await fetcher.get_ok(url, priority=True, robots=options.obeys_robots)
         listed = await read_sitemap(response.body, res.settings.fetch.max_body_bytes, truncated=response.truncated)
         if listed.index and depth >= MAX_INDEX_NESTING:
             raise PermanentFailure(f"sitemap index nested more than {MAX_INDEX_NESTING} deep", response.status)
@@ -57,11 +58,12 @@ async def robots_sitemaps(ctx: WorkerContext, crawl_id: str, url: str, depth: in
     async def work(res: Resources, attempt: Attempt) -> None:
         options = await res.crawl_options(crawl_id)
         scope = await res.crawl_scope(crawl_id)
-        if options.obeys_robots and res.fetcher.obeys_robots:
+        fetcher = await res.crawl_fetcher(crawl_id)
+        if options.obeys_robots and fetcher.obeys_robots:
             # The robots.txt every worker already shares (read once per host for the fleet).
-            named = await res.fetcher.sitemaps(url)
+            named = await fetcher.sitemaps(url)
         else:
-            named = await robots_txt_sitemaps(res.fetcher, url)
+            named = await robots_txt_sitemaps(fetcher, url)
         await _schedule(res, crawl_id, options, scope, url, named, "sitemap", depth)
         await finish(res, crawl_id, "sitemap", url, stored=True, fetched=True, attempt=attempt)
 

@@ -2,19 +2,22 @@
 
 selectolax's Lexbor parser is fast enough that parsing on the event loop costs less than
 shipping the page to another process (bench/RESULTS.md has the figures); the heavier text
-crunching goes to the CPU pool (`pipeline.crunch`).
+crunching goes to the CPU pool (`pipeline.crunch`). A crawl's declarative fields
+(`pipeline.parse.fields`) are read from the same tree.
 """
 
 from __future__ import annotations
 
 import codecs
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
 from pipeline.download.response import Response
 from pipeline.errors import InvalidSelector
+from pipeline.parse.fields import FieldSpec, FieldValue, extract_fields
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.IGNORECASE)
 _INVISIBLE = ["script", "style", "noscript", "template", "svg"]
@@ -30,20 +33,36 @@ class ParsedPage:
     links: list[str]
     next_links: list[str]
     text: str  # visible text; the CPU stage counts and fingerprints its words
+    fields: dict[str, FieldValue] = field(default_factory=dict)  # the crawl's declared fields, by name
 
     @property
     def link_count(self) -> int:
         return len(self.links)
 
+    def metadata(self) -> dict[str, Any]:
+        """What a page document keeps of the parse (its fields apart: a crawl may have none)."""
+        return {
+            "title": self.title,
+            "description": self.description,
+            "canonical": self.canonical,
+            "language": self.language,
+            "link_count": self.link_count,
+        }
+
 
 def parse_response(
-    response: Response, *, link_selector: str, next_selector: str | None = None, text: bool = True
+    response: Response,
+    *,
+    link_selector: str,
+    next_selector: str | None = None,
+    text: bool = True,
+    fields: tuple[FieldSpec, ...] = (),
 ) -> ParsedPage | None:
     """The parsed page of an HTML response; None for any other content type (stored unparsed)."""
     if not response.is_html:
         return None
     html = decode_html(response.body, response.charset)
-    return parse_html(html, link_selector=link_selector, next_selector=next_selector, text=text)
+    return parse_html(html, link_selector=link_selector, next_selector=next_selector, text=text, fields=fields)
 
 
 def check_selector(selector: str) -> None:
@@ -91,12 +110,21 @@ def _hrefs(tree: LexborHTMLParser, selector: str) -> list[str]:
     return hrefs
 
 
-def parse_html(html: str, *, link_selector: str, next_selector: str | None = None, text: bool = True) -> ParsedPage:
-    """Extract metadata, raw link targets and (unless `text` is false) the visible text.
+def parse_html(
+    html: str,
+    *,
+    link_selector: str,
+    next_selector: str | None = None,
+    text: bool = True,
+    fields: tuple[FieldSpec, ...] = (),
+) -> ParsedPage:
+    """Extract metadata, raw link targets, the crawl's `fields` and (unless `text` is false) the
+    visible text.
 
     Links are returned as written (relative); the caller resolves them against `base_url` or the
     page URL, because resolution and scope are crawl decisions, not parsing ones. The text is
-    what the CPU stage works on; a crawl without one skips extracting it.
+    what the CPU stage works on; a crawl without one skips extracting it. Fields are read before
+    the text, whose extraction strips scripts and styles from the tree.
     """
     tree = LexborHTMLParser(html)
     # The metadata lives in <head> (the parser moves a stray <title> or <meta> there): searching
@@ -113,6 +141,7 @@ def parse_html(html: str, *, link_selector: str, next_selector: str | None = Non
     root = tree.root
     lang = root.attributes.get("lang") if root is not None and root.tag == "html" else None
     language = lang.strip() if lang and lang.strip() else None
+    values = extract_fields(tree, fields) if fields else {}
     return ParsedPage(
         title=title or None,
         description=description,
@@ -122,6 +151,7 @@ def parse_html(html: str, *, link_selector: str, next_selector: str | None = Non
         links=links,
         next_links=next_links,
         text=_visible_text(tree) if text else "",
+        fields=values,
     )
 
 

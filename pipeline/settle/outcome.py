@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.connections import redact
 from pipeline.crawl.lifecycle import complete_crawl
 from pipeline.errors import InvalidPayload, InvalidURL
 from pipeline.schedule.frontier import Kind
@@ -41,20 +42,24 @@ class Attempt:
         return self.number >= self.max_tries + self.extra_tries
 
 
-def check_payload(crawl_id: Any, url: Any, depth: Any) -> tuple[str, str, int]:
-    """A job's (crawl id, URL, depth) as received, or `InvalidPayload` saying what is wrong."""
+def check_payload(crawl_id: Any, url: Any, depth: Any, *, canonical: bool = True) -> tuple[str, str, int]:
+    """A job's (crawl id, URL, depth) as received, or `InvalidPayload` saying what is wrong.
+
+    `canonical` false accepts a URL as a stored document spells it, for a job that requests
+    nothing (a replay of a stored page).
+    """
     if not isinstance(crawl_id, str) or not crawl_id:
         raise InvalidPayload(f"crawl_id must be a non-empty string, got {crawl_id!r}")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise InvalidPayload(f"url must be an http(s) URL string, got {url!r:.200}")
     try:
-        canonical = normalise_url(url)
+        normalised = normalise_url(url) if canonical else url
     except InvalidURL:
-        canonical = None
-    if canonical != url:
+        normalised = None
+    if normalised != url:
         # The fetcher sends a job's URL byte for byte, and the crawl counts it under this
         # spelling: a URL the frontier did not write (a job queued by hand) must be canonical.
-        raise InvalidPayload(f"url must be canonical ({canonical!r:.200}), got {url!r:.200}")
+        raise InvalidPayload(f"url must be canonical ({normalised!r:.200}), got {url!r:.200}")
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
         raise InvalidPayload(f"depth must be a whole number >= 0, got {depth!r}")
     return crawl_id, url, depth
@@ -126,7 +131,7 @@ async def record_skipped(res: Resources, crawl_id: str, kind: Kind, url: str, at
             res, crawl_id, "page", url, stored=False, fetched=False, attempt=attempt, skipped_robots=True, retire=False
         )
     await finish(res, crawl_id, kind, url, stored=False, fetched=False, attempt=attempt, skipped_robots=True)
-    log.info("skipped %s: disallowed by robots.txt", url)
+    log.info("skipped %s: disallowed by robots.txt", redact(url))
 
 
 async def record_failure(
@@ -158,4 +163,4 @@ async def record_failure(
     if kept:
         await finish(res, crawl_id, "page", url, stored=False, fetched=fetched, attempt=attempt, retire=False)
     await finish(res, crawl_id, kind, url, stored=False, fetched=fetched, attempt=attempt)
-    log.info("failed %s after %d attempt(s): %s", url, attempt.number, reason)
+    log.info("failed %s after %d attempt(s): %s", redact(url), attempt.number, redact(reason))

@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
+from pipeline.connections import redact
 from pipeline.download.deferral import deferrable
 from pipeline.errors import (
     BlobStoreError,
@@ -121,7 +122,7 @@ async def settle(
         delay = backoff_delay(attempt.number, res.settings.fetch.retry_base_delay, res.settings.fetch.retry_max_delay)
         log.warning(
             "could not settle %s (attempt %d), retrying in %.1fs: %s: %s",
-            url,
+            redact(url),
             attempt.number,
             delay,
             type(exc).__name__,
@@ -142,7 +143,7 @@ async def _attempt(res: Resources, crawl_id: str, kind: Kind, url: str, attempt:
                 await work(res, attempt)
         return
     except HostBusy as exc:
-        log.debug("deferring %s for %.2fs: %s", url, exc.delay, exc.reason)
+        log.debug("deferring %s for %.2fs: %s", redact(url), exc.delay, exc.reason)
         raise Deferred(exc.delay) from None
     except DisallowedByRobots:
         await record_skipped(res, crawl_id, kind, url, attempt)
@@ -163,20 +164,20 @@ async def _attempt(res: Resources, crawl_id: str, kind: Kind, url: str, attempt:
         reason = f"{type(exc).__name__}: {exc}"
         if not attempt.last_for_infrastructure:
             delay = backoff_delay(attempt.number, settings.fetch.retry_base_delay, INFRA_MAX_DELAY_S)
-            log.warning("retrying %s in %.1fs (attempt %d): %s", url, delay, attempt.number, reason)
+            log.warning("retrying %s in %.1fs (attempt %d): %s", redact(url), delay, attempt.number, reason)
             res.metrics.retry()
             raise RetryLater(delay) from None
     except Exception as exc:
         # Not a fault we know: a bug, or a library failing in a new way. The traceback goes to
         # the log, and the URL is retried and finally recorded like any other failure, never
         # dropped by arq.
-        log.exception("unexpected error on %s (attempt %d)", url, attempt.number)
+        log.exception("unexpected error on %s (attempt %d)", redact(url), attempt.number)
         reason = f"internal error: {type(exc).__name__}: {exc}"
     if attempt.last:
         await record_failure(res, crawl_id, kind, url, reason, status, attempt)
         return
     delay = backoff_delay(attempt.number, settings.fetch.retry_base_delay, settings.fetch.retry_max_delay, retry_after)
-    log.info("retrying %s in %.1fs (attempt %d): %s", url, delay, attempt.number, reason)
+    log.info("retrying %s in %.1fs (attempt %d): %s", redact(url), delay, attempt.number, redact(reason))
     res.metrics.retry()
     raise RetryLater(delay)
 

@@ -19,8 +19,9 @@ from urllib.request import getproxies_environment, proxy_bypass, url2pathname
 import aiohttp
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError
 
-from pipeline.errors import BlobStoreError
+from pipeline.errors import BlobNotFound, BlobStoreError
 from pipeline.settings import S3Settings
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -34,7 +35,9 @@ class BlobStore(Protocol):
 
     async def put(self, sha256: str, body: bytes, content_type: str) -> str: ...
 
-    async def get(self, key: str) -> bytes: ...
+    async def get(self, key: str) -> bytes:
+        """The body stored under `key`; `BlobNotFound` if there is none."""
+        ...
 
 
 def clean_prefix(prefix: str) -> str:
@@ -75,7 +78,10 @@ class FileBlobStore:
         path = (self.root / key).resolve()
         if self.root not in path.parents:
             raise ValueError(f"blob key outside the store: {key!r}")
-        return path.read_bytes()
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(f"no body stored under {key} in {self.location}") from None
 
 
 @contextlib.asynccontextmanager
@@ -208,15 +214,18 @@ class S3BlobStore:
         return key
 
     async def get(self, key: str) -> bytes:
-        response = await self._client.get_object(Bucket=self.bucket, Key=key)
+        try:
+            response = await self._client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) not in ("NoSuchKey", "404", "NotFound"):
+                raise
+            raise BlobNotFound(f"no body stored under {key} in s3://{self.bucket}/") from None
         async with response["Body"] as stream:
             data: bytes = await stream.read()
         return data
 
     async def ensure_bucket(self) -> None:
         """Create the bucket if it is missing, so a fresh S3-compatible server works out of the box."""
-        from botocore.exceptions import ClientError
-
         try:
             await self._client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:

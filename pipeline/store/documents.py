@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from pipeline.crunch.registry import FINGERPRINT, NO_CRUNCH
@@ -28,7 +29,9 @@ def page_document(
     """The `pages` document: one per URL, overwritten by the latest crawl that stored it.
 
     What the CPU stage adds depends on the crawl's `crunch`: the fingerprint's fields, nothing,
-    or a user function's result under `crunch`.
+    or a user function's result under `crunch`. The crawl's declared fields go under `fields`
+    (when it declares any), and the response headers under `headers` (see `kept_headers`), so a
+    replay of the stored body (`pipeline reprocess`) knows what the response said.
     """
     document: Document = {
         "url": response.url,
@@ -45,23 +48,41 @@ def page_document(
         "sha256": sha256,
         "blob_key": blob_key,
         "blob_store": blob_store,
-        "etag": response.headers.get("etag"),
-        "last_modified": response.headers.get("last-modified"),
+        "etag": response.header("etag"),
+        "last_modified": response.header("last-modified"),
+        "headers": response.headers,
         "fetched_at": utcnow(),
         "attempts": attempt,
         "timings": {"fetch_ms": round(response.elapsed_ms, 2)},
         "parsed": parsed is not None,
         "unchanged": False,
     }
+    if response.headers_dropped:
+        document["headers_dropped"] = list(response.headers_dropped)
     if parsed is not None:
-        document.update(
-            title=parsed.title,
-            description=parsed.description,
-            canonical=parsed.canonical,
-            language=parsed.language,
-            link_count=parsed.link_count,
-        )
+        document.update(parsed.metadata())
+        if parsed.fields:
+            document["fields"] = parsed.fields
         document.update(crunch_fields(crunch, crunched))
+    return document
+
+
+def reprocessed_document(
+    reprocess_id: str, reparsed: Mapping[str, Any] | None, crunch: str, has_fields: bool
+) -> Document:
+    """What a replay of a stored body changes in its page document (see `pipeline.crunch.reprocess`).
+
+    `reparsed` is None for a body that is not HTML: only the replay itself is recorded. The
+    fields are replaced whole, so a field the replay no longer declares goes with the old ones.
+    """
+    document: Document = {"reprocessed_at": utcnow(), "reprocess_id": reprocess_id}
+    if reparsed is None:
+        return document
+    document.update(reparsed["metadata"])
+    document["parsed"] = True
+    if has_fields:
+        document["fields"] = reparsed["fields"]
+    document.update(crunch_fields(crunch, reparsed["crunched"]))
     return document
 
 

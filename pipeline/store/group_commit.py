@@ -41,11 +41,12 @@ class BatchWriter:
         self._timer: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Task[None]] = set()
 
-    async def upsert(self, key: Mapping[str, Any], update: Mapping[str, Any]) -> None:
-        """Queue an upsert and return once it is written (or raise what the write raised)."""
+    async def upsert(self, key: Mapping[str, Any], update: Mapping[str, Any], *, upsert: bool = True) -> None:
+        """Queue an upsert (an update only, if `upsert` is false) and return once it is written
+        (or raise what the write raised)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._ops.append(UpdateOne(dict(key), dict(update), upsert=True))
+        self._ops.append(UpdateOne(dict(key), dict(update), upsert=upsert))
         if self._before_write is not None:
             self._sets.append(update.get("$set", {}))
         self._waiters.append(waiter)

@@ -41,7 +41,8 @@ class MongoStore:
 
     async def ensure_indexes(self) -> None:
         await self.pages.create_index([("url", ASCENDING)], unique=True)
-        await self.pages.create_index([("crawl_id", ASCENDING)])
+        # A crawl's pages, in URL order: what a replay (`pipeline reprocess`) pages through.
+        await self.pages.create_index([("crawl_id", ASCENDING), ("url", ASCENDING)])
         await self.history.ensure_indexes()
         await self.failures.create_index([("crawl_id", ASCENDING), ("url", ASCENDING)], unique=True)
         # The API collector's results (`jobs/collect.py`): upserted by URL, read per crawl.
@@ -53,12 +54,17 @@ class MongoStore:
         replaces, if its content changed, goes to `page_versions`."""
         await self.save_document("pages", {"url": page["url"]}, page)
 
-    async def save_document(self, collection: str, key: Mapping[str, Any], document: Document) -> None:
-        """Upsert `document` into `collection` by `key`, batched with other jobs' writes to it."""
+    async def save_document(
+        self, collection: str, key: Mapping[str, Any], document: Document, *, upsert: bool = True
+    ) -> None:
+        """Upsert `document` into `collection` by `key`, batched with other jobs' writes to it.
+
+        With `upsert` false only a document `key` finds is updated: nothing is created.
+        """
         writer = self._writers.get(collection)
         if writer is None:
             writer = self._writers[collection] = BatchWriter(self.db[collection], self._batch_size, self._batch_delay)
-        await writer.upsert(key, {"$set": document})
+        await writer.upsert(key, {"$set": document}, upsert=upsert)
 
     async def record_failure(self, failure: Document) -> None:
         # Replaced whole: a mark left by a retry of the crawl (`pipeline.crawl.control`) goes with it.

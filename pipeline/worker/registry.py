@@ -33,6 +33,8 @@ BUILTIN_JOBS = (
     "pipeline.jobs.collect:collect_list",
     "pipeline.jobs.collect:collect_object",
     "pipeline.jobs.collect:collect_summary",
+    "pipeline.jobs.reprocess:reprocess_list",
+    "pipeline.jobs.reprocess:reprocess_page",
 )
 CPU_TASK_JOB = "pipeline.jobs.cpu:cpu_task"
 SCHEDULED_CRAWL_JOB = "pipeline.jobs.scheduled:scheduled_crawl"

@@ -19,13 +19,16 @@ from redis.asyncio import Redis
 from pipeline.connections import mongo_client, redis_client
 from pipeline.crawl.options import CrawlOptions
 from pipeline.crunch.pool import CpuPool
-from pipeline.crunch.registry import NO_CRUNCH, CpuFunction, cpu_functions, crunch_function
+from pipeline.crunch.registry import NO_CRUNCH, CpuFunction, cpu_functions, crunch_function, reprocess_function
+from pipeline.download.crawl_requests import CrawlRequests
 from pipeline.download.deferral import DEFER_AFTER_S
 from pipeline.download.fetcher import Fetcher, create_session
 from pipeline.download.fleet_limits import FleetLimits
 from pipeline.download.host_limits import AdaptiveLimiter, AdaptiveSettings
 from pipeline.download.robots import RobotsCache
+from pipeline.download.ssrf_guard import GuardedResolver
 from pipeline.observe.metrics import Metrics, Recorder
+from pipeline.parse.fields import FieldSpec, parse_fields
 from pipeline.schedule.backlog import Backlog
 from pipeline.schedule.discover import crawl_scope
 from pipeline.schedule.frontier import Frontier
@@ -57,6 +60,8 @@ class Resources:
     suffixes: PublicSuffixes = field(default_factory=PublicSuffixes)  # read when a crawl first needs it
     _options: OrderedDict[str, CrawlOptions] = field(default_factory=OrderedDict)
     _scopes: OrderedDict[str, Scope] = field(default_factory=OrderedDict)
+    _fields: OrderedDict[str, tuple[FieldSpec, ...]] = field(default_factory=OrderedDict)
+    _fetchers: OrderedDict[str, Fetcher] = field(default_factory=OrderedDict)
 
     async def crawl_options(self, crawl_id: str) -> CrawlOptions:
         """A crawl's options, cached: they never change while the crawl runs."""
@@ -90,6 +95,34 @@ class Resources:
         if len(self._scopes) > _OPTIONS_CACHE_SIZE:
             self._scopes.popitem(last=False)
         return scope
+
+    async def crawl_fields(self, crawl_id: str) -> tuple[FieldSpec, ...]:
+        """A crawl's declared fields, their specs parsed once per crawl rather than on every page."""
+        cached = self._fields.get(crawl_id)
+        if cached is not None:
+            self._fields.move_to_end(crawl_id)
+            return cached
+        specs = self._fields[crawl_id] = parse_fields((await self.crawl_options(crawl_id)).fields)
+        if len(self._fields) > _OPTIONS_CACHE_SIZE:
+            self._fields.popitem(last=False)
+        return specs
+
+    def reprocess_function(self, crunch: str) -> CpuFunction:
+        """A replay's CPU task (parse, fields, crunch) for a crawl's `crunch`; LookupError if unregistered."""
+        return reprocess_function(crunch, self.cpu_registry)
+
+    async def crawl_fetcher(self, crawl_id: str) -> Fetcher:
+        """The fetcher as this crawl requests pages: with its headers, cookies, auth, User-Agent
+        and proxies, worked out once (the worker's own fetcher when the crawl sets none)."""
+        cached = self._fetchers.get(crawl_id)
+        if cached is not None:
+            self._fetchers.move_to_end(crawl_id)
+            return cached
+        options = await self.crawl_options(crawl_id)
+        fetcher = self._fetchers[crawl_id] = self.fetcher.for_crawl(CrawlRequests.build(options))
+        if len(self._fetchers) > _OPTIONS_CACHE_SIZE:
+            self._fetchers.popitem(last=False)
+        return fetcher
 
     def crunch_function(self, crunch: str) -> CpuFunction | None:
         """The function a crawl's `crunch` option names (None for `none`); LookupError if unregistered."""
@@ -168,7 +201,8 @@ async def open_resources(
     stack.push_async_callback(store.drain)
     await store.ensure_indexes()
     blobs = await open_blob_store(settings, stack)
-    session = create_session(settings.fetch)
+    guard = GuardedResolver(settings.fetch.allow_private_networks)
+    session = create_session(settings.fetch, guard)
     stack.push_async_callback(session.close)
     limiter = host_limiter(settings, redis)
     limiter.start()
@@ -201,7 +235,7 @@ async def open_resources(
         backlog=backlog,
         store=store,
         blobs=blobs,
-        fetcher=Fetcher(session, limiter, settings.fetch, metrics, RobotsCache(redis, settings.fetch)),
+        fetcher=Fetcher(session, limiter, settings.fetch, metrics, RobotsCache(redis, settings.fetch), guard),
         limiter=limiter,
         cpu=cpu,
         remote_cpu=remote_cpu,

@@ -124,6 +124,26 @@ def _log_beside_arq() -> None:
     logger.setLevel(logging.INFO)
 
 
+class _JobLinesOnlyWhenVerbose(logging.Filter):
+    """Drop arq's two INFO lines per job (started, finished) unless arq logs at DEBUG (`arq -v`).
+
+    A crawl runs thousands of jobs a second's worth of them: the lines cost the worker a few
+    percent of its CPU and bury the lines that matter. `pipeline worker` shows them with `-v`
+    only; this keeps `arq pipeline.WorkerSettings` the same. Failures (warnings) always show.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or record.funcName != "run_job":
+            return True
+        return logging.getLogger("arq").getEffectiveLevel() <= logging.DEBUG
+
+
+def _quiet_job_lines() -> None:
+    logger = logging.getLogger("arq.worker")
+    if not any(isinstance(f, _JobLinesOnlyWhenVerbose) for f in logger.filters):
+        logger.addFilter(_JobLinesOnlyWhenVerbose())
+
+
 def load_worker_settings(role: Role = "all") -> type:
     """The settings class arq reads (`WorkerSettings` and its I/O and CPU variants)."""
     try:
@@ -137,6 +157,7 @@ def load_worker_settings(role: Role = "all") -> type:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     teach_arq_cli()
     _log_beside_arq()
+    _quiet_job_lines()
     if embedded is not None:
         kwargs["ctx"]["embedded"] = embedded
     return type(_CLASS_NAMES[role], (), {**kwargs, "worker_class": PipelineWorker})

@@ -82,6 +82,33 @@ def test_crawl_refuses_bad_scope_rules_and_sitemaps(settings: Settings, flags: l
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_crawl_refuses_a_bad_field_selector_before_starting(settings: Settings) -> None:
+    """A field that cannot work is refused when the crawl is submitted, not found out page by page."""
+    result = run_cli(
+        "crawl", "http://example.com/", "--field", "price=.price", "--field", "x=h1[", env=service_env(settings)
+    )
+    assert result.returncode == 2
+    assert "fields: field x: invalid CSS selector 'h1['" in result.stderr and "Traceback" not in result.stderr
+    with MongoClient(settings.mongo.url) as client:
+        assert client[settings.mongo.db].crawls.count_documents({}) == 0  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--header", "Bad Name=x"], "headers: header name 'Bad Name' is not a valid HTTP token"),
+        (["--cookie", "a=b;c"], "cookies: cookie a"),
+        (["--auth", "nopassword"], "auth: expected USER:PASSWORD"),
+        (["--proxy", "http://u:s3cr3t@proxy.test:3128/path"], "proxies: http://u:***@proxy.test:3128/path"),
+    ],
+)
+def test_crawl_refuses_bad_http_options(settings: Settings, flags: list[str], message: str) -> None:
+    result = run_cli("crawl", "http://example.com/", *flags, env=service_env(settings))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "s3cr3t" not in result.stderr
+
+
 def test_repeated_flags_are_lists_of_the_options() -> None:
     sitemaps = ["--sitemap", "http://h.test/a.xml", "--sitemap", "http://h.test/b.xml"]
     scope = ["--allow", r"/p\d{1,3},x", "--deny", "/old/"]

@@ -85,3 +85,36 @@ async def test_starts_are_spaced_fleet_wide_and_far_ones_only_on_demand(redis: R
     assert later.reserved == 2
     assert later.first_start_at - first.first_start_at == pytest.approx(0.6, abs=0.05)
     assert later.next_free_at - first.first_start_at == pytest.approx(1.2, abs=0.05)
+
+
+async def test_a_worker_leases_no_more_than_it_can_use(redis: Redis, settings: Settings) -> None:
+    """A fleet-wide limit above a worker's concurrency is for several workers: one worker's
+    requests beyond what it can run leave the other permits to the rest of the fleet."""
+    from pipeline.download.host_limits import AdaptiveLimiter, AdaptiveSettings
+
+    host = f"{settings.redis.queue}.wide.example"
+    fixed = AdaptiveSettings(min_limit=4, max_limit=4, initial_limit=4)
+    workers = [AdaptiveLimiter(2, fixed, fleet=fleet(redis, name, limit=4)) for name in ("small-a", "small-b")]
+    running = {0: 0, 1: 0}
+    peak = {0: 0, 1: 0}
+    both_busy = asyncio.Event()
+    release = asyncio.Event()
+
+    async def request(worker: int) -> None:
+        async with workers[worker].slot(host):
+            running[worker] += 1
+            peak[worker] = max(peak[worker], running[worker])
+            if running[0] == 2 and running[1] == 2:
+                both_busy.set()
+            await release.wait()
+            running[worker] -= 1
+
+    # The first worker has three requests waiting for the host, more than its two slots.
+    first = [asyncio.create_task(request(0)) for _ in range(3)]
+    await asyncio.sleep(0.3)
+    second = [asyncio.create_task(request(1)) for _ in range(2)]
+    async with asyncio.timeout(5):
+        await both_busy.wait()  # the second worker got the two permits the first could not use
+    release.set()
+    await asyncio.gather(*first, *second)
+    assert peak == {0: 2, 1: 2}

@@ -66,6 +66,15 @@ def test_groups_are_chosen_by_product_token() -> None:
     assert robots(RULES, "Pipeline/9").allows("http://h/page/2")  # matched case-insensitively
 
 
+def test_one_record_answers_each_crawl_by_its_own_token() -> None:
+    """A crawl with a User-Agent of its own is matched by its token against the shared record."""
+    rules = robots("User-agent: acme-bot\nDisallow: /private/\nCrawl-delay: 3\n\nUser-agent: *\nAllow: /\n")
+    assert rules.allows("http://h/private/x")  # the worker's own token: the * group
+    assert not rules.allows("http://h/private/x", product_token("acme-bot/2.0 (+http://acme.test)"))
+    assert rules.allows("http://h/public", "acme-bot")
+    assert rules.delay_for(None) == 0.0 and rules.delay_for("acme-bot") == 3.0
+
+
 def test_crawl_delay_and_sitemaps() -> None:
     rules = robots("User-agent: *\nCrawl-delay: 2.5\nSitemap: http://h/a.xml\nSitemap: http://h/b.xml.gz\n")
     assert rules.crawl_delay == 2.5 and rules.sitemaps == ["http://h/a.xml", "http://h/b.xml.gz"]

@@ -141,6 +141,22 @@ def child_links(config: SiteConfig, index: int) -> list[int]:
     return [j + 1 if j >= index else j for j in picks]  # skip over `index` itself
 
 
+class ChildFields(NamedTuple):
+    """What child page `index` shows besides its text: a price (and its currency) and tags."""
+
+    price: str
+    currency: str
+    tags: list[str]
+
+
+def child_fields(config: SiteConfig, index: int) -> ChildFields:
+    """The price, currency and tags child `index` shows (plain layout): what a crawl's declared
+    fields must find there. Some pages have no tags at all."""
+    rng = random.Random(f"{config.seed}:fields:{index}")
+    price = f"{rng.randint(100, 99_999) / 100:.2f}"
+    return ChildFields(price, rng.choice(("EUR", "USD", "GBP")), rng.sample(_VOCABULARY, k=rng.randint(0, 4)))
+
+
 def _link_href(form: int, index: int, host: str) -> str:
     # Crawlers must resolve all of these to the same /page/<index>.
     forms = (f"../page/{index}", f"http://{host}/page/{index}", f"/page/{index}", f"{index}")
@@ -185,6 +201,8 @@ def render_child(config: SiteConfig, index: int, host: str) -> bytes:
     description = " ".join(rng.choices(_VOCABULARY, k=12))
     links = enumerate(child_links(config, index))
     related = "".join(f'<li><a href="{_link_href(k, j, host)}">Related {j}</a>\n' for k, j in links)
+    shown = child_fields(config, index)
+    tags = "".join(f"<li>{tag}\n" for tag in shown.tags)  # left unclosed, like the rest
     head = (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
         f'<meta name="description" content="{description}">\n'
@@ -192,7 +210,8 @@ def render_child(config: SiteConfig, index: int, host: str) -> bytes:
         f"<style>.{HIDDEN_TOKEN} {{ display: none }}</style>\n"
         f'<script>var tracker = "{HIDDEN_TOKEN}";</script>\n</head>\n<body>\n'
         f'<div class=nav><a href="/list">All pages</a> | <a href="#top">Top</a>\n'
-        f"<h1>{title}</h1>\n<ul class=related>\n{related}</ul>\n"
+        f"<h1>{title}</h1>\n<p class=price data-currency={shown.currency}>{shown.price}\n"
+        f"<ul class=tags>\n{tags}</ul>\n<ul class=related>\n{related}</ul>\n"
     )
     tail = (
         f"<script>if (window.x) {{ console.log('{HIDDEN_TOKEN}') }}</script>\n<!-- {HIDDEN_TOKEN} -->\n</body></html>\n"

@@ -18,6 +18,7 @@ from tests.servers.site import (
     DemoSite,
     SiteConfig,
     ThreadedSite,
+    child_fields,
     child_links,
     expected_child_paths,
     flaky_paths,
@@ -103,6 +104,11 @@ async def test_child_page_has_metadata_links_and_hidden_text() -> None:
     assert related == {site.url(f"/page/{j}") for j in child_links(FAST, 7)}
     assert len(related) == FAST.links_per_page
     assert site.url("/page/7") not in related
+    shown = child_fields(FAST, 7)
+    price = tree.css_first("p.price")
+    assert price is not None and price.text(strip=True) == shown.price
+    assert price.attributes.get("data-currency") == shown.currency
+    assert [li.text(strip=True) for li in tree.css("ul.tags > li")] == shown.tags
     assert tree.body is not None
     tree.body.strip_tags(["script", "style"])
     assert HIDDEN_TOKEN not in tree.body.text()

@@ -1,10 +1,12 @@
-"""S3 puts signed by the blob store are accepted by a server that checks signatures."""
+"""S3 puts signed by the blob store are accepted by a server that checks signatures; a missing body
+is reported as missing."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aioboto3
@@ -12,8 +14,9 @@ import aiohttp
 import pytest
 
 from pipeline.embedded.processes import ServiceProcess
-from pipeline.errors import BlobStoreError
-from pipeline.store.blobs import S3BlobStore, environment_proxy
+from pipeline.errors import BlobNotFound, BlobStoreError
+from pipeline.settings import Settings
+from pipeline.store.blobs import FileBlobStore, S3BlobStore, blob_key, environment_proxy
 from tests.servers.s3 import start_s3
 
 REGION = "eu-west-1"
@@ -85,3 +88,15 @@ def test_puts_use_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatc
     assert environment_proxy("https://bucket.s3.eu-west-1.amazonaws.com/") == "http://proxy.test:3128"
     assert environment_proxy("https://minio.internal/bucket/") is None
     assert environment_proxy("http://bucket.s3.eu-west-1.amazonaws.com/") is None  # no HTTP_PROXY set
+
+
+async def test_a_missing_body_is_reported_as_missing(tmp_path: Path, settings: Settings, s3_client: Any) -> None:
+    """Not found is not an outage: a replay fails that page at once instead of retrying it."""
+    digest = hashlib.sha256(b"never stored").hexdigest()
+    files = FileBlobStore(tmp_path / "blobs", "bodies/")
+    with pytest.raises(BlobNotFound, match=f"no body stored under bodies/{digest[:2]}/{digest}"):
+        await files.get(blob_key(files.prefix, digest))
+    await s3_client.create_bucket(Bucket=settings.s3.bucket)
+    s3 = S3BlobStore(s3_client, settings.s3.bucket, "bodies/")
+    with pytest.raises(BlobNotFound, match=f"no body stored under bodies/{digest[:2]}/{digest}"):
+        await s3.get(blob_key(s3.prefix, digest))

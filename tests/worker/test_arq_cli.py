@@ -6,6 +6,7 @@ The worker is arq's console script in a child process; Redis is restarted under 
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,9 +20,29 @@ from pipeline.settings import Settings
 from tests.helpers import WorkerProcess, stored_count
 from tests.servers.site import SiteConfig, ThreadedSite, expected_child_paths
 
-pytestmark = pytest.mark.slow
+
+def test_arq_job_lines_show_only_when_verbose() -> None:
+    from pipeline.worker.settings import _JobLinesOnlyWhenVerbose
+
+    def record(level: int, function: str) -> logging.LogRecord:
+        made = logging.LogRecord("arq.worker", level, "worker.py", 1, "%s", ("x",), None, func=function)
+        return made
+
+    keep = _JobLinesOnlyWhenVerbose().filter
+    arq_logger = logging.getLogger("arq")
+    before = arq_logger.level
+    try:
+        arq_logger.setLevel(logging.INFO)  # `arq pipeline.WorkerSettings`
+        assert not keep(record(logging.INFO, "run_job"))
+        assert keep(record(logging.WARNING, "run_job"))  # a failed job is always told
+        assert keep(record(logging.INFO, "main"))  # arq's start-up lines stay
+        arq_logger.setLevel(logging.DEBUG)  # `arq -v pipeline.WorkerSettings`
+        assert keep(record(logging.INFO, "run_job"))
+    finally:
+        arq_logger.setLevel(before)
 
 
+@pytest.mark.slow
 async def test_arq_cli_worker_rides_out_a_redis_restart(settings: Settings, s3_client: Any, tmp_path: Path) -> None:
     redis = await asyncio.to_thread(start_redis, tmp_path / "redis", persistent=True)
     port = urlsplit(redis.url).port
@@ -53,6 +74,7 @@ async def test_arq_cli_worker_rides_out_a_redis_restart(settings: Settings, s3_c
     assert code == 0, log
     assert "pipeline worker ready" in log  # the pipeline's worker, not arq's stock one
     assert "Traceback" not in log
+    assert "fetch_page(" not in log  # arq's two lines per job are only for `arq -v`
     expected = {site.base_url + p for p in expected_child_paths(config)}
     assert stored_before < len(expected)  # Redis went away mid-crawl
     assert status.done and status.failed == 0 and status.stored == len(expected)
