@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from pipeline.errors import BlobStoreError, ExportFailed
+from pipeline.errors import BlobNotFound, BlobStoreError, ExportFailed
 from pipeline.export.columns import BODY, BODY_ENCODING
 from pipeline.settings import S3Settings
 from pipeline.store.blobs import BlobStore, read_only_store, s3_client
@@ -78,7 +78,7 @@ class BodyReader:
         try:
             store = await self._store(location)
             body = await store.get(key)
-        except (OSError, ValueError, BlobStoreError, BotoCoreError, ClientError) as exc:
+        except (OSError, ValueError, BlobNotFound, BlobStoreError, BotoCoreError, ClientError) as exc:
             raise ExportFailed(f"cannot read the body of {document.get('url')} ({location} {key}): {exc}") from exc
         document[BODY], document[BODY_ENCODING] = encode_body(
             body, document.get("content_type"), document.get("charset")

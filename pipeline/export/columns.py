@@ -43,29 +43,38 @@ def _columns(spec: str) -> tuple[Column, ...]:
     return tuple(Column(*item.split(":")) for item in spec.split())
 
 
-# In the order of `page_document`, which these must keep up with (a test checks).
+# In the order of `page_document`, which these must keep up with (a test checks). Response
+# headers are one JSON column: their names are the site's, not a stable set of columns.
 _FETCH = _columns(
     """url:text host:text crawl_id:text depth:int status:int final_url:text redirects:int
     content_type:text charset:text length:int truncated:bool sha256:text blob_key:text blob_store:text
-    etag:text last_modified:text fetched_at:time attempts:int timings.fetch_ms:float timings.total_ms:float
-    parsed:bool unchanged:bool checked_at:time"""
+    etag:text last_modified:text headers:json headers_dropped:json fetched_at:time attempts:int
+    timings.fetch_ms:float timings.total_ms:float parsed:bool unchanged:bool checked_at:time"""
 )
 _PARSED = _columns("title:text description:text canonical:text language:text link_count:int")
 _FINGERPRINT = _columns("word_count:int simhash:text top_words:json")
 _CRUNCH = _columns("crunch:json")
+_REPLAYED = _columns("reprocessed_at:time reprocess_id:text")  # set by `pipeline reprocess`
 _BODY = _columns(f"{BODY}:text {BODY_ENCODING}:text")
 
 #: Every column that can be exported, as a reader would look for it (`--fields` help).
-KNOWN = tuple(c.name for c in (*_FETCH, *_PARSED, *_FINGERPRINT, *_CRUNCH, *_BODY))
+KNOWN = tuple(c.name for c in (*_FETCH, *_PARSED, *_FINGERPRINT, *_CRUNCH, *_REPLAYED, *_BODY))
 #: What a body needs from the document even when those columns are not exported.
 BODY_SOURCES = ("blob_key", "blob_store", "content_type", "charset")
 
 
-def crawl_columns(crunch: str, field_names: Iterable[str]) -> tuple[Column, ...]:
-    """The columns of a crawl's pages, in a fixed order: fetch, parse, fields, CPU stage."""
-    fields = tuple(Column(f"fields.{name}", TEXT) for name in field_names)
-    stage = () if crunch == NO_CRUNCH else _FINGERPRINT if crunch == FINGERPRINT else _CRUNCH
-    return (*_FETCH, *_PARSED, *fields, *stage)
+def crawl_columns(crunches: Iterable[str], field_names: Iterable[str], replayed: bool = False) -> tuple[Column, ...]:
+    """The columns of a crawl's pages, in a fixed order: fetch, parse, fields, CPU stage, replay.
+
+    `crunches` and `field_names` are those of the crawl and of its replays (which may have
+    stored other ones in its documents): every column any of them wrote.
+    """
+    fields = tuple(Column(f"fields.{name}", TEXT) for name in dict.fromkeys(field_names))
+    stage: list[Column] = []
+    for crunch in crunches:
+        found = () if crunch == NO_CRUNCH else _FINGERPRINT if crunch == FINGERPRINT else _CRUNCH
+        stage += [c for c in found if c not in stage]
+    return (*_FETCH, *_PARSED, *fields, *stage, *(_REPLAYED if replayed else ()))
 
 
 @dataclass(frozen=True)

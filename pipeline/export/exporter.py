@@ -5,6 +5,7 @@ one document per URL, the one its latest crawl stored (or confirmed unchanged wi
 that a later crawl stored again belongs to that crawl's export from then on; what it was before
 is in its history (`pipeline.store.history`). So an export of the latest crawl of a site has one
 row per page it stored, and an older crawl's export shrinks as later crawls re-store its pages.
+Rows come in URL order.
 
 Memory stays flat whatever the crawl's size: documents come through a cursor a batch at a time,
 rows leave as bytes every `CHUNK_BYTES`, bodies are read a bounded number at a time.
@@ -14,7 +15,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from pymongo import ASCENDING
 
 from pipeline.errors import CrawlNotFound, InvalidExport
 from pipeline.export.bodies import BodyReader, with_bodies
@@ -32,21 +36,41 @@ PROGRESS_EVERY = 200
 Progress = Callable[[int, int], None]
 
 
-async def export_selection(
-    store: MongoStore, crawl_id: str, fields: Sequence[str] | None, with_body: bool
-) -> Selection:
-    """The columns an export of `crawl_id` writes; `CrawlNotFound` or `InvalidExport` before anything is written."""
+@dataclass(frozen=True)
+class ExportPlan:
+    pages_of: str  # the crawl whose pages are exported: the one asked for, or the one it replays
+    selection: Selection
+
+
+async def plan_export(store: MongoStore, crawl_id: str, fields: Sequence[str] | None, with_body: bool) -> ExportPlan:
+    """What an export of `crawl_id` reads and writes; `CrawlNotFound` or `InvalidExport` before
+    anything is written.
+
+    A replay (`pipeline reprocess`) updates its source crawl's documents in place, so its export
+    is its source's pages; the columns are those the source and all its replays wrote.
+    """
     record = await store.get_crawl(crawl_id)
     if record is None:
         raise CrawlNotFound(f"no crawl with id {crawl_id!r}")
+    source = str(record.get("source_crawl") or crawl_id)
+    if source != crawl_id:
+        record = await store.get_crawl(source)
+        if record is None:
+            raise CrawlNotFound(f"crawl {crawl_id} replays crawl {source!r}, which no longer exists")
     options: Mapping[str, Any] = record.get("options") or {}
     if options.get("pipeline", "web") != "web":
         raise InvalidExport(
-            f"crawl {crawl_id} collected API objects (pipeline={options.get('pipeline')}), not pages: "
+            f"crawl {source} collected API objects (pipeline={options.get('pipeline')}), not pages: "
             "there are no pages to export"
         )
-    columns = crawl_columns(str(options.get("crunch", "")), dict(options.get("fields") or {}))
-    return select(columns, fields, with_body)
+    replays = store.crawls.find({"source_crawl": source}, {"options": 1}).sort([("created_at", ASCENDING)])
+    every = [options, *[replay.get("options") or {} async for replay in replays]]
+    columns = crawl_columns(
+        [str(o.get("crunch", "")) for o in every],
+        [name for o in every for name in o.get("fields") or {}],
+        replayed=len(every) > 1,
+    )
+    return ExportPlan(source, select(columns, fields, with_body))
 
 
 async def export_crawl(
@@ -62,9 +86,10 @@ async def export_crawl(
 ) -> int:
     """Write the crawl's stored pages to `out` (a path, `s3://bucket/key` or a binary stream)
     as `format`; returns the number of rows. `on_progress(rows, total)` is called as it goes."""
-    selection = await export_selection(store, crawl_id, fields, with_body)
+    plan = await plan_export(store, crawl_id, fields, with_body)
+    selection = plan.selection
     writer = row_writer(format, selection)
-    query = {"crawl_id": crawl_id}
+    query = {"crawl_id": plan.pages_of}
     total = await store.pages.count_documents(query) if on_progress is not None else 0
     rows = 0
     try:
@@ -72,7 +97,8 @@ async def export_crawl(
             open_destination(out, CONTENT_TYPES[format], settings.s3) as destination,
             BodyReader(settings.s3) as reader,
         ):
-            cursor = store.pages.find(query, selection.projection, batch_size=CURSOR_BATCH)
+            # In URL order, along the (crawl_id, url) index: the same rows in the same order every time.
+            cursor = store.pages.find(query, selection.projection, batch_size=CURSOR_BATCH).sort([("url", ASCENDING)])
             documents = _documents(cursor)
             if selection.with_body:
                 documents = with_bodies(documents, reader)

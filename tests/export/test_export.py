@@ -4,6 +4,7 @@ and a failed export leaves nothing that looks complete."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -20,7 +21,7 @@ from pipeline.embedded.processes import ServiceProcess
 from pipeline.errors import CrawlNotFound, ExportFailed, InvalidExport
 from pipeline.export import destinations
 from pipeline.settings import Settings
-from tests.helpers import crawl_to_completion, run_cli, service_env, service_settings
+from tests.helpers import StaticSite, crawl_to_completion, run_burst_worker, run_cli, service_env, service_settings
 from tests.servers.site import SiteConfig, ThreadedSite, render_child
 
 PAGES = 2_000
@@ -90,6 +91,8 @@ async def test_every_format_has_one_row_per_stored_page(crawled: Crawled) -> Non
     assert "_id" not in header
     assert {"timings.fetch_ms", "fields.heading", "simhash", "top_words"} <= set(header)
     assert json.loads(table[0]["top_words"])  # lists are JSON text
+    assert all(row["fields.heading"].startswith("Page ") for row in table)  # the declared field, extracted
+    assert [row["url"] for row in table] == sorted(crawled.stored)  # in URL order
     assert {row["parsed"] for row in table} == {"true"}
 
     out = crawled.tmp / "pages.parquet"
@@ -234,3 +237,28 @@ async def test_bodies_in_s3_export_to_s3_in_parts(
     assert [item["Key"] for item in listed["Contents"]] == ["exports/all.jsonl"]
     uploads = await s3_client.list_multipart_uploads(Bucket=bucket)
     assert uploads.get("Uploads", []) == []
+
+
+async def test_a_replay_exports_its_source_pages_and_no_credentials(settings: Settings) -> None:
+    """A replay's export is its source crawl's pages, with the fields the replay extracted; the
+    credentials a crawl sent (basic auth, cookies, headers) are nowhere in an export."""
+    pages = {f"/p{i}": f"<html><body><h1>Title {i}</h1><p>para {i}</p></body></html>" for i in range(5)}
+    listing = "".join(f'<a href="/p{i}">{i}</a>' for i in range(5))
+    secrets = {"auth": "user:s3cret-pass", "cookies": {"sid": "cookie-secret"}, "headers": {"X-Key": "header-secret"}}
+    async with StaticSite({"/list": listing, **pages}) as site:
+        status = await crawl_to_completion(settings, site.base_url + "/list", **secrets)
+    assert status.stored == 5
+    async with Pipeline(settings) as pipeline:
+        replay = await pipeline.reprocess(status.crawl_id, fields={"para": "p"})
+        await run_burst_worker(settings)
+        assert (await pipeline.wait(replay, timeout=30)).done
+        out = io.BytesIO()
+        assert await pipeline.export(replay, out, format="csv") == 5
+        table = list(csv.DictReader(io.StringIO(out.getvalue().decode())))
+        assert sorted(row["fields.para"] for row in table) == [f"para {i}" for i in range(5)]
+        assert all(row["reprocess_id"] == replay and row["crawl_id"] == status.crawl_id for row in table)
+        everything = io.BytesIO()
+        await pipeline.export(status.crawl_id, everything, with_body=True)
+    exported = out.getvalue() + everything.getvalue()
+    for secret in ("s3cret-pass", "cookie-secret", "header-secret", base64.b64encode(b"user:s3cret-pass").decode()):
+        assert secret.encode() not in exported

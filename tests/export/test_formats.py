@@ -22,7 +22,7 @@ from pipeline.export.bodies import encode_body
 from pipeline.export.columns import KNOWN, crawl_columns, select
 from pipeline.export.formats import CsvWriter, JsonLinesWriter, ParquetWriter, row_writer
 from pipeline.parse.html import ParsedPage
-from pipeline.store.documents import page_document
+from pipeline.store.documents import page_document, reprocessed_document
 
 WHEN = dt.datetime(2025, 3, 1, 12, 30, 5, 123000, tzinfo=dt.UTC)
 
@@ -38,9 +38,10 @@ def _document(crunch: str, crunched: Any) -> dict[str, Any]:
         truncated=False,
         redirects=0,
         elapsed_ms=1.5,
-        headers={"etag": '"x"'},
+        headers={"etag": '"x"', "set-cookie": ["a=1", "b=2"]},
+        headers_dropped=("x-huge",),
     )
-    parsed = ParsedPage("T", "D", None, "en", None, ["http://example.com/b"], [], "words")
+    parsed = ParsedPage("T", "D", None, "en", None, ["http://example.com/b"], [], "words", {"price": "3"})
     document = page_document("c1", 1, 1, response, "0" * 64, "bodies/00/" + "0" * 64, "s3://b/bodies/", parsed,
                              crunch, crunched)  # fmt: skip
     document["timings"]["total_ms"] = 3.0
@@ -50,7 +51,7 @@ def _document(crunch: str, crunched: Any) -> dict[str, Any]:
 def _flat_names(document: dict[str, Any], prefix: str = "") -> set[str]:
     names: set[str] = set()
     for key, value in document.items():
-        if isinstance(value, dict) and key != "crunch":
+        if isinstance(value, dict) and key not in ("crunch", "headers"):
             names |= _flat_names(value, f"{prefix}{key}.")
         else:
             names.add(prefix + key)
@@ -66,13 +67,25 @@ def test_every_key_of_a_page_document_has_a_column(crunch: str, crunched: Any) -
     """CSV and Parquet know their columns before the first row: a key added to the page document
     must be added to the export's columns too, or it would be left out of them."""
     document = _document(crunch, crunched)
-    columns = {c.name for c in crawl_columns(crunch, [])}
-    assert _flat_names(document) <= columns
-    assert columns <= set(KNOWN)
+    replayed = reprocessed_document(
+        "r1", {"metadata": {"title": "T"}, "fields": {}, "crunched": crunched}, crunch, True
+    )
+    columns = {c.name for c in crawl_columns([crunch], ["price"], replayed=True)}
+    assert _flat_names(document) | _flat_names(replayed) <= columns
+    assert columns - {"fields.price"} <= set(KNOWN)
+
+
+def test_a_crawl_and_its_replays_have_every_column_either_wrote() -> None:
+    columns = [c.name for c in crawl_columns([FINGERPRINT, "my.module:fn", FINGERPRINT], ["a", "b", "a", "c"])]
+    assert columns[columns.index("fields.a") :] == [
+        "fields.a", "fields.b", "fields.c", "word_count", "simhash", "top_words", "crunch"
+    ]  # fmt: skip
+    replayed = [c.name for c in crawl_columns([NO_CRUNCH], [], replayed=True)]
+    assert replayed[-2:] == ["reprocessed_at", "reprocess_id"] and "word_count" not in replayed
 
 
 def test_selection_expands_groups_keeps_order_and_refuses_unknown_names() -> None:
-    available = crawl_columns(FINGERPRINT, ["title", "price"])
+    available = crawl_columns([FINGERPRINT], ["title", "price"])
     chosen = select(available, ["fields", "url", "timings", "url"], with_body=False)
     assert [c.name for c in chosen.columns] == [
         "fields.title", "fields.price", "url", "timings.fetch_ms", "timings.total_ms"
@@ -113,7 +126,7 @@ def _writer_output(writer: Any) -> bytes:
 
 
 def test_csv_is_flat_with_json_lists() -> None:
-    selection = select(crawl_columns(FINGERPRINT, ["title", "tags"]), PICKED, with_body=False)
+    selection = select(crawl_columns([FINGERPRINT], ["title", "tags"]), PICKED, with_body=False)
     table = list(csv.reader(io.StringIO(_writer_output(CsvWriter(selection)).decode())))
     assert table[0] == [*PICKED[:-1], "fields.title", "fields.tags"]
     assert table[1] == ["http://e.com/1", 'comma, "quote"\nnewline', "1", "true", WHEN.isoformat(), '[["a",2]]',
@@ -123,13 +136,13 @@ def test_csv_is_flat_with_json_lists() -> None:
 
 
 def test_json_lines_keep_the_documents_shape() -> None:
-    selection = select(crawl_columns(FINGERPRINT, ["title", "tags"]), PICKED, with_body=False)
+    selection = select(crawl_columns([FINGERPRINT], ["title", "tags"]), PICKED, with_body=False)
     rows = [json.loads(line) for line in _writer_output(JsonLinesWriter(selection)).decode().splitlines()]
     assert rows[0]["fields"] == {"title": "T", "tags": ["x", "y"]}
     assert rows[0]["timings"] == {"fetch_ms": 1.25} and rows[0]["fetched_at"] == WHEN.isoformat()
     assert rows[2]["title"] == "ünïcødé ✓" and rows[2]["depth"] is None
 
-    everything = select(crawl_columns(FINGERPRINT, []), None, with_body=False)
+    everything = select(crawl_columns([FINGERPRINT], []), None, with_body=False)
     writer = JsonLinesWriter(everything)
     writer.write({"_id": 1, **ROWS[0]})
     row = json.loads(writer.take())
@@ -138,7 +151,7 @@ def test_json_lines_keep_the_documents_shape() -> None:
 
 
 def test_parquet_keeps_types_and_writes_a_row_group_at_a_time() -> None:
-    selection = select(crawl_columns(FINGERPRINT, ["title", "tags"]), PICKED, with_body=False)
+    selection = select(crawl_columns([FINGERPRINT], ["title", "tags"]), PICKED, with_body=False)
     writer = ParquetWriter(selection, row_group_rows=2)
     writer.write(ROWS[0])
     assert writer.pending() > 0  # the header went out; nothing of the group yet
@@ -160,7 +173,7 @@ def test_parquet_keeps_types_and_writes_a_row_group_at_a_time() -> None:
 def test_parquet_without_pyarrow_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    selection = select(crawl_columns(NO_CRUNCH, []), None, with_body=False)
+    selection = select(crawl_columns([NO_CRUNCH], []), None, with_body=False)
     with pytest.raises(InvalidExport, match="'parquet' extra"):
         row_writer("parquet", selection)
 
