@@ -19,13 +19,18 @@ def is_html(content_type: str) -> bool:
     return content_type in HTML_TYPES
 
 
+# Session credentials the site hands this crawl: a replay does not need them, and pages (and so
+# exports) must not carry them. Left out without a trace, as if never sent.
+SECRET_RESPONSE_HEADERS = frozenset({"set-cookie", "set-cookie2"})
+
+
 def kept_headers(
     items: Iterable[tuple[str, str]], limit: int = MAX_HEADER_BYTES
 ) -> tuple[dict[str, HeaderValue], tuple[str, ...]]:
     """A response's headers as a page keeps them, and the names of those dropped for size.
 
-    Names are lower-cased; a header sent once is a string, one sent several times (Set-Cookie,
-    Link, Vary...) the list of its values in the order they came, so nothing is merged that
+    Names are lower-cased; a header sent once is a string, one sent several times (Link, Vary...)
+    the list of its values in the order they came, so nothing is merged that
     cannot be. Headers are kept in the order they came while names and values together stay
     within `limit` bytes (UTF-8); a value that does not fit is dropped whole, never cut, and its
     header's name is reported so the document says what is missing. So is a name MongoDB could
@@ -37,6 +42,8 @@ def kept_headers(
     size = 0
     for raw_name, value in items:
         name = raw_name.lower()
+        if name in SECRET_RESPONSE_HEADERS:
+            continue
         cost = _size(value)
         known = headers.get(name)
         if known is None:
