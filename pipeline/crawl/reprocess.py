@@ -19,7 +19,7 @@ from pymongo import ASCENDING
 from pipeline.crawl.lifecycle import start_crawl
 from pipeline.crawl.options import REPROCESS, CrawlOptions
 from pipeline.crawl.status import FINISHED_STATES
-from pipeline.errors import CrawlNotFound, InvalidTransition
+from pipeline.errors import InvalidTransition
 from pipeline.schedule.frontier import Frontier
 from pipeline.settings import Settings
 from pipeline.store.mongo import MongoStore
@@ -41,14 +41,7 @@ async def start_reprocess(
     `InvalidTransition`. A replay of a replay replays the same crawl's pages again.
     """
     values = CrawlOptions.replay_values(settings, fields=fields, crunch=crunch)
-    record = await store.get_crawl(crawl_id)
-    if record is None:
-        raise CrawlNotFound(f"no crawl with id {crawl_id!r}")
-    source_id = str(record.get("source_crawl") or crawl_id)
-    if source_id != crawl_id:
-        record = await store.get_crawl(source_id)
-        if record is None:
-            raise CrawlNotFound(f"crawl {crawl_id} replays crawl {source_id!r}, which no longer exists")
+    source_id, record = await store.stored_by(crawl_id)
     state = record.get("state")
     if state not in FINISHED_STATES:
         raise InvalidTransition(f"crawl {source_id} is {state}: its pages can be reprocessed once it has finished")

@@ -20,7 +20,7 @@ from typing import Any
 
 from pymongo import ASCENDING
 
-from pipeline.errors import CrawlNotFound, InvalidExport
+from pipeline.errors import InvalidExport
 from pipeline.export.bodies import BodyReader, with_bodies
 from pipeline.export.columns import Selection, crawl_columns, select
 from pipeline.export.destinations import Output, open_destination
@@ -49,14 +49,7 @@ async def plan_export(store: MongoStore, crawl_id: str, fields: Sequence[str] | 
     A replay (`pipeline reprocess`) updates its source crawl's documents in place, so its export
     is its source's pages; the columns are those the source and all its replays wrote.
     """
-    record = await store.get_crawl(crawl_id)
-    if record is None:
-        raise CrawlNotFound(f"no crawl with id {crawl_id!r}")
-    source = str(record.get("source_crawl") or crawl_id)
-    if source != crawl_id:
-        record = await store.get_crawl(source)
-        if record is None:
-            raise CrawlNotFound(f"crawl {crawl_id} replays crawl {source!r}, which no longer exists")
+    source, record = await store.stored_by(crawl_id)
     options: Mapping[str, Any] = record.get("options") or {}
     if options.get("pipeline", "web") != "web":
         raise InvalidExport(

@@ -14,6 +14,7 @@ from typing import Any
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from pipeline.errors import CrawlNotFound
 from pipeline.store.group_commit import BatchWriter, Document
 from pipeline.store.history import PageHistory
 
@@ -75,6 +76,20 @@ class MongoStore:
 
     async def get_crawl(self, crawl_id: str) -> Document | None:
         return await self.crawls.find_one({"_id": crawl_id})
+
+    async def stored_by(self, crawl_id: str) -> tuple[str, Document]:
+        """The id and record of the crawl whose pages `crawl_id` names: the crawl itself, or the
+        one a replay (`pipeline reprocess`) replays, since a replay updates that crawl's pages in
+        place. Raises `CrawlNotFound` for an unknown id or a replay whose source is gone."""
+        record = await self.get_crawl(crawl_id)
+        if record is None:
+            raise CrawlNotFound(f"no crawl with id {crawl_id!r}")
+        source = str(record.get("source_crawl") or crawl_id)
+        if source != crawl_id:
+            record = await self.get_crawl(source)
+            if record is None:
+                raise CrawlNotFound(f"crawl {crawl_id} replays crawl {source!r}, which no longer exists")
+        return source, record
 
     async def latest_crawl(self) -> Document | None:
         return await self.crawls.find_one({}, sort=[("created_at", -1)])
