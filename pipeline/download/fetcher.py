@@ -235,23 +235,23 @@ class Fetcher:
         except aiohttp.TooManyRedirects:
             raise FetchError("too many redirects", retryable=False) from None
         except aiohttp.InvalidURL as exc:
-            raise FetchError(self._shown(f"invalid URL: {exc}"), retryable=False) from None
+            raise FetchError(self.shown(f"invalid URL: {exc}"), retryable=False) from None
         except (aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
-            raise FetchError(self._shown(f"truncated or corrupt body: {exc}"), retryable=True) from None
+            raise FetchError(self.shown(f"truncated or corrupt body: {exc}"), retryable=True) from None
         except aiohttp.ClientResponseError as exc:
             # Malformed status line or headers: the server is broken in a way a retry rarely fixes,
             # but one retry is cheap and covers half-written responses. (A proxy refusing a
             # CONNECT lands here too, its status kept.)
             raise FetchError(
-                self._shown(f"bad response: {exc.message}"), retryable=True, status=exc.status or None
+                self.shown(f"bad response: {exc.message}"), retryable=True, status=exc.status or None
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             blocked = blocked_cause(exc)
             if blocked is not None:
                 raise FetchError(str(blocked), retryable=False) from None
-            raise FetchError(self._shown(f"connection error: {type(exc).__name__}: {exc}"), retryable=True) from None
+            raise FetchError(self.shown(f"connection error: {type(exc).__name__}: {exc}"), retryable=True) from None
 
-    def _shown(self, reason: str) -> str:
+    def shown(self, reason: str) -> str:
         """A failure's reason as it may be recorded and shown: without the crawl's credentials."""
         return self._http.scrub(reason) if self._http is not None else reason
 

@@ -3,6 +3,7 @@ crawl completed by whichever job settles its last URL."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +146,10 @@ async def record_failure(
     """
     page_state = await res.frontier.page_state(crawl_id, url) if kind == "list" else None
     kept = page_state == "o"
+    # Whatever raised, the reason is shown (status, dashboard, metrics): never a credential.
+    with contextlib.suppress(LookupError):  # a crawl whose record is gone has no credentials left
+        reason = (await res.crawl_fetcher(crawl_id)).shown(reason)
+    reason = redact(reason)
     failure = {
         "crawl_id": crawl_id,
         "url": url,
@@ -163,4 +168,4 @@ async def record_failure(
     if kept:
         await finish(res, crawl_id, "page", url, stored=False, fetched=fetched, attempt=attempt, retire=False)
     await finish(res, crawl_id, kind, url, stored=False, fetched=fetched, attempt=attempt)
-    log.info("failed %s after %d attempt(s): %s", redact(url), attempt.number, redact(reason))
+    log.info("failed %s after %d attempt(s): %s", redact(url), attempt.number, reason)
