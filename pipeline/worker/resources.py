@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
 
@@ -41,6 +41,28 @@ from pipeline.worker.remote_cpu import RemoteCpu
 
 _OPTIONS_CACHE_SIZE = 256
 T = TypeVar("T")
+V = TypeVar("V")
+
+
+class _PerCrawl(Generic[V]):
+    """What a worker works out once per crawl (options, scope, fields, request settings), kept
+    for the crawls it saw last: a crawl's options never change while it runs."""
+
+    def __init__(self, size: int = _OPTIONS_CACHE_SIZE) -> None:
+        self._size = size
+        self._items: OrderedDict[str, V] = OrderedDict()
+
+    def get(self, crawl_id: str) -> V | None:
+        value = self._items.get(crawl_id)
+        if value is not None:
+            self._items.move_to_end(crawl_id)
+        return value
+
+    def put(self, crawl_id: str, value: V) -> V:
+        self._items[crawl_id] = value
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return value
 
 
 @dataclass
@@ -58,16 +80,15 @@ class Resources:
     cpu_registry: dict[str, CpuFunction] = field(default_factory=cpu_functions)  # what crawls may `crunch`
     links: LinkResolver = field(default_factory=LinkResolver)
     suffixes: PublicSuffixes = field(default_factory=PublicSuffixes)  # read when a crawl first needs it
-    _options: OrderedDict[str, CrawlOptions] = field(default_factory=OrderedDict)
-    _scopes: OrderedDict[str, Scope] = field(default_factory=OrderedDict)
-    _fields: OrderedDict[str, tuple[FieldSpec, ...]] = field(default_factory=OrderedDict)
-    _fetchers: OrderedDict[str, Fetcher] = field(default_factory=OrderedDict)
+    _options: _PerCrawl[CrawlOptions] = field(default_factory=_PerCrawl)
+    _scopes: _PerCrawl[Scope] = field(default_factory=_PerCrawl)
+    _fields: _PerCrawl[tuple[FieldSpec, ...]] = field(default_factory=_PerCrawl)
+    _fetchers: _PerCrawl[Fetcher] = field(default_factory=_PerCrawl)
 
     async def crawl_options(self, crawl_id: str) -> CrawlOptions:
         """A crawl's options, cached: they never change while the crawl runs."""
         cached = self._options.get(crawl_id)
         if cached is not None:
-            self._options.move_to_end(crawl_id)
             return cached
         raw = await self.frontier.options(crawl_id)
         if raw is None:
@@ -75,37 +96,25 @@ class Resources:
             if record is None:
                 raise LookupError(f"unknown crawl {crawl_id!r}")
             raw = record["options"]
-        options = CrawlOptions.from_dict(raw)
-        self._options[crawl_id] = options
-        if len(self._options) > _OPTIONS_CACHE_SIZE:
-            self._options.popitem(last=False)
-        return options
+        return self._options.put(crawl_id, CrawlOptions.from_dict(raw))
 
     async def crawl_scope(self, crawl_id: str) -> Scope:
         """A crawl's scope, its patterns compiled once (and the public-suffix list read, in a
         thread, the first time a crawl of this worker asks for a domain scope)."""
         cached = self._scopes.get(crawl_id)
         if cached is not None:
-            self._scopes.move_to_end(crawl_id)
             return cached
         options = await self.crawl_options(crawl_id)
         if options.scope == "domain" and not self.suffixes.loaded:
             await asyncio.to_thread(self.suffixes.load)
-        scope = self._scopes[crawl_id] = crawl_scope(options, self.suffixes)
-        if len(self._scopes) > _OPTIONS_CACHE_SIZE:
-            self._scopes.popitem(last=False)
-        return scope
+        return self._scopes.put(crawl_id, crawl_scope(options, self.suffixes))
 
     async def crawl_fields(self, crawl_id: str) -> tuple[FieldSpec, ...]:
         """A crawl's declared fields, their specs parsed once per crawl rather than on every page."""
         cached = self._fields.get(crawl_id)
         if cached is not None:
-            self._fields.move_to_end(crawl_id)
             return cached
-        specs = self._fields[crawl_id] = parse_fields((await self.crawl_options(crawl_id)).fields)
-        if len(self._fields) > _OPTIONS_CACHE_SIZE:
-            self._fields.popitem(last=False)
-        return specs
+        return self._fields.put(crawl_id, parse_fields((await self.crawl_options(crawl_id)).fields))
 
     def reprocess_function(self, crunch: str) -> CpuFunction:
         """A replay's CPU task (parse, fields, crunch) for a crawl's `crunch`; LookupError if unregistered."""
@@ -116,13 +125,9 @@ class Resources:
         and proxies, worked out once (the worker's own fetcher when the crawl sets none)."""
         cached = self._fetchers.get(crawl_id)
         if cached is not None:
-            self._fetchers.move_to_end(crawl_id)
             return cached
         options = await self.crawl_options(crawl_id)
-        fetcher = self._fetchers[crawl_id] = self.fetcher.for_crawl(CrawlRequests.build(options))
-        if len(self._fetchers) > _OPTIONS_CACHE_SIZE:
-            self._fetchers.popitem(last=False)
-        return fetcher
+        return self._fetchers.put(crawl_id, self.fetcher.for_crawl(CrawlRequests.build(options)))
 
     def crunch_function(self, crunch: str) -> CpuFunction | None:
         """The function a crawl's `crunch` option names (None for `none`); LookupError if unregistered."""
