@@ -54,7 +54,23 @@ def settings(
     redis_server: ServiceProcess, mongo_server: ServiceProcess, s3_server: ServiceProcess, tmp_path: Path
 ) -> Settings:
     """Settings for one test: shared servers, private queue, database and bucket."""
+    forget_sites(redis_server.url)
     return service_settings(redis_server, mongo_server, s3_server, tmp_path / "data")
+
+
+def forget_sites(redis_url: str) -> None:
+    """Drop what earlier tests' workers learnt per origin (robots.txt records, per-host limits).
+
+    Workers share those facts fleet-wide by origin, as they should; the tests' sites listen on
+    loopback ports the system hands out again, so a site of this test could otherwise be answered
+    with the robots.txt of an earlier test's site on the same port.
+    """
+    import redis
+
+    with redis.Redis.from_url(redis_url) as client:
+        keys = [*client.scan_iter("pipeline:robots:*"), *client.scan_iter("pipeline:host:*")]
+        if keys:
+            client.delete(*keys)
 
 
 @pytest.fixture
